@@ -1,0 +1,150 @@
+// Package cli holds what every flow-pipeline binary shares between its flags
+// and its library: environment variables for flags, the logger, the Kafka
+// version, and the metrics/health HTTP server.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// DefaultKafkaVersion is the protocol version spoken to brokers by default.
+// Kafka 4 rejects requests older than the 2.1 baseline (KIP-896), so never go
+// below sarama.V2_1_0_0.
+const DefaultKafkaVersion = "3.9.0"
+
+// EnvName is the environment variable that sets a flag: "kafka.brokers"
+// becomes KAFKA_BROKERS and "postgres.pass-file" POSTGRES_PASS_FILE.
+func EnvName(flagName string) string {
+	r := strings.NewReplacer(".", "_", "-", "_")
+	return strings.ToUpper(r.Replace(flagName))
+}
+
+// Parse parses args into fs, after setting every flag not given on the
+// command line from its environment variable (see EnvName), so compose files
+// can configure a binary either way. The command line wins.
+func Parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		if v, ok := os.LookupEnv(EnvName(f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("environment variable %s=%q: %w", EnvName(f.Name), v, err))
+			}
+		}
+	})
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments: %q", fs.Args()))
+	}
+	return errors.Join(errs...)
+}
+
+// SetUsage makes -h list each flag with its environment variable.
+func SetUsage(fs *flag.FlagSet, summary string) {
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintf(out, "%s\n\nFlags (each can also be set by the environment variable shown):\n", summary)
+		fs.VisitAll(func(f *flag.Flag) {
+			fmt.Fprintf(out, "  -%s  (env %s, default %q)\n    \t%s\n", f.Name, EnvName(f.Name), f.DefValue, f.Usage)
+		})
+	}
+}
+
+// NewLogger builds the process logger: text by default, JSON on request.
+func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-loglevel %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log.format %q: want text or json", format)
+}
+
+// ParseKafkaVersion checks a -kafka.version value against the Kafka 4 floor.
+func ParseKafkaVersion(s string) (sarama.KafkaVersion, error) {
+	v, err := sarama.ParseKafkaVersion(s)
+	if err != nil {
+		return v, fmt.Errorf("-kafka.version %q: %w", s, err)
+	}
+	if !v.IsAtLeast(sarama.V2_1_0_0) {
+		return v, fmt.Errorf("-kafka.version %q: must be at least 2.1.0; Kafka 4 brokers reject older protocol versions", s)
+	}
+	return v, nil
+}
+
+// SplitList splits a comma-separated flag value, dropping empty items.
+func SplitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// ServeMetrics serves /metrics from gatherer, /healthz (the process is up)
+// and /readyz (ready() is true) on addr until ctx ends. An empty addr
+// disables the server. It returns once listening, so a bad address is an
+// error at start, not a log line later.
+func ServeMetrics(ctx context.Context, addr string, gatherer prometheus.Gatherer, ready func() bool, logger *slog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("-metrics.addr %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if ready != nil && !ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(shutdownCtx)
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("metrics server stopped", "addr", addr, "error", err)
+		}
+	}()
+	logger.Info("serving metrics", "addr", ln.Addr().String())
+	return nil
+}

@@ -1,0 +1,70 @@
+package pb
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// MaxMessageSize bounds one framed FlowMessage. Real messages are a few
+// hundred bytes; a larger length prefix means the record is not ours.
+const MaxMessageSize = 64 << 10
+
+// Sentinel errors for a record that does not frame, so callers can count
+// drops by reason with errors.Is.
+var (
+	ErrEmptyRecord     = errors.New("empty record")
+	ErrBadLength       = errors.New("unreadable length prefix")
+	ErrMessageTooLarge = errors.New("length prefix exceeds the message size limit")
+	ErrTruncated       = errors.New("message shorter than its length prefix")
+	ErrBadMessage      = errors.New("message is not a valid FlowMessage")
+)
+
+// AppendDelimited appends m to dst, prefixed by its length as a varint: the
+// framing of goflow2 -format=bin and of ClickHouse's Protobuf format.
+func AppendDelimited(dst []byte, m *FlowMessage) ([]byte, error) {
+	size := proto.Size(m)
+	dst = protowire.AppendVarint(dst, uint64(size))
+	return proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(dst, m)
+}
+
+// ForEachFrame calls fn with each length-delimited message of a record
+// value, in order. It stops at the first framing error or error from fn.
+// A record is only well framed if its frames cover it exactly.
+func ForEachFrame(value []byte, fn func(msg []byte) error) error {
+	if len(value) == 0 {
+		return ErrEmptyRecord
+	}
+	for offset := 0; offset < len(value); {
+		size, n := protowire.ConsumeVarint(value[offset:])
+		if n < 0 {
+			return fmt.Errorf("frame at byte %d: %w", offset, ErrBadLength)
+		}
+		if size > MaxMessageSize {
+			return fmt.Errorf("frame at byte %d declares %d bytes: %w", offset, size, ErrMessageTooLarge)
+		}
+		offset += n
+		if uint64(len(value)-offset) < size {
+			return fmt.Errorf("frame at byte %d declares %d bytes, %d left: %w", offset-n, size, len(value)-offset, ErrTruncated)
+		}
+		if err := fn(value[offset : offset+int(size)]); err != nil {
+			return err
+		}
+		offset += int(size)
+	}
+	return nil
+}
+
+// UnmarshalRecord decodes every message of a record value. Each message
+// is passed to fn in a freshly reset m, which fn must not retain.
+func UnmarshalRecord(value []byte, m *FlowMessage, fn func(*FlowMessage) error) error {
+	return ForEachFrame(value, func(msg []byte) error {
+		m.Reset()
+		if err := proto.Unmarshal(msg, m); err != nil {
+			return fmt.Errorf("%w: %v", ErrBadMessage, err)
+		}
+		return fn(m)
+	})
+}
