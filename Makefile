@@ -1,0 +1,44 @@
+# flow-pipeline. `make test` is what CI runs (after .ci/run has installed and
+# started what the tests need); `make demo` runs the pipeline without Docker.
+
+GO       ?= go
+BIN      := bin
+TOOLS    := .cache/bin
+# protoc-gen-go is pinned to the google.golang.org/protobuf version in go.mod.
+PROTOC_GEN_GO_VERSION := v1.36.12
+
+.PHONY: all build test bench demo proto kafka-libs clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/...
+
+# Every test: unit tests on the in-process broker, integration tests on a
+# real Apache Kafka 4 broker and throwaway PostgreSQL servers, ClickHouse
+# schema tests on chDB. Missing services skip loudly, or fail when
+# FLOWPIPELINE_REQUIRE_SERVICES=1 (CI).
+test: kafka-libs
+	$(GO) test -count=1 -timeout 25m ./...
+
+# Throughput benchmarks; compare the figures printed side by side.
+bench: kafka-libs
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./pb/ ./mocker/...
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./inserter/...
+
+demo:
+	$(GO) run ./cmd/demo
+
+# Regenerate pb/flow.pb.go from pb/flow.proto (needs Debian's protobuf-compiler).
+proto: $(TOOLS)/protoc-gen-go
+	PATH="$(abspath $(TOOLS)):$$PATH" protoc --go_out=. --go_opt=paths=source_relative pb/flow.proto
+
+$(TOOLS)/protoc-gen-go:
+	GOBIN="$(abspath $(TOOLS))" $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+
+# Apache Kafka jars from Maven Central for the integration tests.
+kafka-libs:
+	bash .ci/kafka/fetch.sh
+
+clean:
+	rm -rf $(BIN)
