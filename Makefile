@@ -7,7 +7,7 @@ TOOLS    := .cache/bin
 # protoc-gen-go is pinned to the google.golang.org/protobuf version in go.mod.
 PROTOC_GEN_GO_VERSION := v1.36.12
 
-.PHONY: all build test bench demo proto kafka-libs clean
+.PHONY: all build test bench demo proto kafka-libs goflow2 clean
 
 all: build
 
@@ -18,7 +18,7 @@ build:
 # real Apache Kafka 4 broker and throwaway PostgreSQL servers, ClickHouse
 # schema tests on chDB. Missing services skip loudly, or fail when
 # FLOWPIPELINE_REQUIRE_SERVICES=1 (CI).
-test: kafka-libs
+test: kafka-libs goflow2
 	$(GO) test -count=1 -timeout 25m ./...
 
 # Throughput benchmarks; compare the figures printed side by side.
@@ -35,6 +35,14 @@ proto: $(TOOLS)/protoc-gen-go
 
 $(TOOLS)/protoc-gen-go:
 	GOBIN="$(abspath $(TOOLS))" $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+
+# The real collector, built from the Go module proxy, for the end-to-end test
+# that replays router captures through it.
+GOFLOW2_VERSION := v2.2.6
+goflow2: $(TOOLS)/goflow2-$(GOFLOW2_VERSION)
+$(TOOLS)/goflow2-$(GOFLOW2_VERSION):
+	GOFLAGS= GOBIN="$(abspath $(TOOLS))" $(GO) install github.com/netsampler/goflow2/v2/cmd/goflow2@$(GOFLOW2_VERSION)
+	mv $(TOOLS)/goflow2 $@
 
 # Apache Kafka jars from Maven Central for the integration tests.
 kafka-libs:

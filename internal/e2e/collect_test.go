@@ -1,0 +1,461 @@
+// Package e2e runs the collect path end to end on real programs: router
+// captures replayed over UDP to a real goflow2, which writes to a real Kafka
+// 4 broker, which the inserter drains into a throwaway PostgreSQL.
+package e2e
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spendletonliveaction/flow-pipeline/inserter"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/pb"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// goflow2Version is the collector release the Makefile builds (make goflow2).
+const goflow2Version = "v2.2.6"
+
+// capture is one replayed datagram and what it must yield, counted from
+// its own headers rather than from goflow2's output.
+type capture struct {
+	file     string
+	listener string // goflow2 listener: "netflow" or "sflow"
+	flowType pb.FlowMessage_FlowType
+}
+
+// Order matters: the NetFlow v9 templates must arrive before their data.
+var captures = []capture{
+	{"netflow-nfv5.pcap", "netflow", pb.FlowMessage_NETFLOW_V5},
+	{"netflow-template.pcap", "netflow", pb.FlowMessage_NETFLOW_V9},
+	{"netflow-data.pcap", "netflow", pb.FlowMessage_NETFLOW_V9},
+	{"sflow-data-1140.pcap", "sflow", pb.FlowMessage_SFLOW_5},
+	{"sflow-data-icmpv6.pcap", "sflow", pb.FlowMessage_SFLOW_5},
+}
+
+func TestRouterCapturesThroughGoflow2IntoPostgres(t *testing.T) {
+	binary := goflow2Binary(t)
+	kafka := testenv.SharedKafka(t)
+	t.Logf("broker: %s", kafka.Name())
+	topic := testenv.UniqueName(t)
+	kafka.CreateTopic(t, topic, 2)
+	pg := testenv.SharedPostgres(t)
+	dsn := pg.CreateDB(t, "e2e")
+
+	// What each datagram must produce, from the datagrams themselves.
+	want := map[pb.FlowMessage_FlowType]int{}
+	var payloads [][]byte
+	templates := map[uint16]int{}
+	for _, c := range captures {
+		payload := readUDPPayload(t, filepath.Join("testdata", c.file))
+		n, err := flowRecordsIn(payload, templates)
+		if err != nil {
+			t.Fatalf("%s: %v", c.file, err)
+		}
+		want[c.flowType] += n
+		payloads = append(payloads, payload)
+	}
+	t.Logf("flows in the captures: %v", want)
+	if want[pb.FlowMessage_NETFLOW_V5] != 29 {
+		t.Fatalf("netflow-nfv5.pcap holds %d records, its provenance note says 29", want[pb.FlowMessage_NETFLOW_V5])
+	}
+
+	ports := map[string]int{"sflow": freeUDPPort(t), "netflow": freeUDPPort(t)}
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+	cmd := exec.Command(binary,
+		"-listen", fmt.Sprintf("sflow://127.0.0.1:%d,netflow://127.0.0.1:%d", ports["sflow"], ports["netflow"]),
+		"-transport=kafka",
+		"-transport.kafka.brokers="+kafka.Brokers()[0],
+		"-transport.kafka.topic="+topic,
+		"-transport.kafka.flushfreq=100ms",
+		"-format=bin",
+		"-addr="+httpAddr,
+		"-templates.path=/__templates",
+	)
+	logPath := filepath.Join(t.TempDir(), "goflow2.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start goflow2: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		if t.Failed() {
+			out, _ := os.ReadFile(logPath)
+			t.Logf("goflow2 log:\n%s", out)
+		}
+	})
+	waitHealthy(t, "http://"+httpAddr+"/__health")
+
+	// One socket per listener: goflow2 keys NetFlow templates by exporter
+	// address and port, as a router's would be.
+	exporters := map[string]net.Conn{}
+	for listener, port := range ports {
+		conn, err := net.Dial("udp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		exporters[listener] = conn
+	}
+	for i, c := range captures {
+		if _, err := exporters[c.listener].Write(payloads[i]); err != nil {
+			t.Fatal(err)
+		}
+		// Give goflow2 time to learn templates before their data arrives.
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// What goflow2 put on the topic, decoded with our contract.
+	got, bytesOnTopic := consumeAll(t, kafka, topic, sum(want))
+	for typ, n := range want {
+		if got[typ] != n {
+			t.Errorf("topic holds %d %s flows, the captures hold %d", got[typ], typ, n)
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	ins, err := inserter.New(inserter.Config{
+		Brokers:      kafka.Brokers(),
+		Topic:        topic,
+		Group:        topic,
+		KafkaVersion: kafka.Version(),
+		PostgresDSN:  dsn,
+	}, testLogger(t), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ins.Run(ctx) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for ins.Stored() < uint64(sum(want)) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("inserter: %v", err)
+	}
+
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(context.Background(), `SELECT type, count(*), sum(bytes)::bigint FROM flows GROUP BY type`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[pb.FlowMessage_FlowType]int{}
+	var storedBytes uint64
+	for rows.Next() {
+		var typ, n int
+		var b int64
+		if err := rows.Scan(&typ, &n, &b); err != nil {
+			t.Fatal(err)
+		}
+		stored[pb.FlowMessage_FlowType(typ)] = n
+		storedBytes += uint64(b)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for typ, n := range want {
+		if stored[typ] != n {
+			t.Errorf("PostgreSQL holds %d %s flows, want %d", stored[typ], typ, n)
+		}
+	}
+	if storedBytes != bytesOnTopic {
+		t.Errorf("sum(bytes) in PostgreSQL = %d, on the topic = %d", storedBytes, bytesOnTopic)
+	}
+
+	// NetFlow v5 carries no sampling rate: stored as sent (0) and counted.
+	var zeroRate int
+	if err := conn.QueryRow(context.Background(),
+		`SELECT count(*) FROM flows WHERE sampling_rate = 0`).Scan(&zeroRate); err != nil {
+		t.Fatal(err)
+	}
+	counted := int(counterValue(t, reg, "flowpipeline_inserter_flows_zero_sampling_rate_total"))
+	if zeroRate < want[pb.FlowMessage_NETFLOW_V5] || counted != zeroRate {
+		t.Errorf("%d rows with sampling_rate 0 (NetFlow v5 alone has %d), metric counted %d", zeroRate, want[pb.FlowMessage_NETFLOW_V5], counted)
+	}
+
+	// Addresses: the NetFlow v5 records are IPv4 and must read back dotted.
+	var v4, mapped int
+	if err := conn.QueryRow(context.Background(), `SELECT
+		count(*) FILTER (WHERE family(src_addr) = 4 AND family(dst_addr) = 4),
+		count(*) FILTER (WHERE host(src_addr) LIKE '::ffff:%' OR host(dst_addr) LIKE '::ffff:%')
+		FROM flows WHERE type = $1`, int(pb.FlowMessage_NETFLOW_V5)).Scan(&v4, &mapped); err != nil {
+		t.Fatal(err)
+	}
+	if v4 != want[pb.FlowMessage_NETFLOW_V5] || mapped != 0 {
+		t.Errorf("NetFlow v5 rows: %d with IPv4 addresses (want %d), %d shown IPv4-mapped (want 0)", v4, want[pb.FlowMessage_NETFLOW_V5], mapped)
+	}
+}
+
+func goflow2Binary(t *testing.T) string {
+	path := filepath.Join("..", "..", ".cache", "bin", "goflow2-"+goflow2Version)
+	if p := os.Getenv("FLOWPIPELINE_GOFLOW2"); p != "" {
+		path = p
+	}
+	if _, err := os.Stat(path); err != nil {
+		testenv.Unavailable(t, "goflow2 %s is not built (%v): run `make goflow2`", goflow2Version, err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
+
+// flowRecordsIn counts the flow records a NetFlow v5/v9 or sFlow v5
+// datagram carries, from its headers alone. templates maps NetFlow v9
+// template ids to record lengths, filled as templates go by.
+func flowRecordsIn(d []byte, templates map[uint16]int) (int, error) {
+	if len(d) < 4 {
+		return 0, fmt.Errorf("datagram of %d bytes", len(d))
+	}
+	switch version := binary.BigEndian.Uint16(d[0:2]); {
+	case version == 5:
+		return int(binary.BigEndian.Uint16(d[2:4])), nil
+	case version == 9:
+		return netflow9DataRecords(d, templates)
+	case binary.BigEndian.Uint32(d[0:4]) == 5:
+		return sflowFlowSamples(d)
+	default:
+		return 0, fmt.Errorf("unknown export version %d", version)
+	}
+}
+
+// netflow9DataRecords counts data records: flowsets with id >= 256, each
+// record as long as its template. Templates (flowset 0) define the lengths.
+func netflow9DataRecords(d []byte, templates map[uint16]int) (int, error) {
+	records := 0
+	for off := 20; off+4 <= len(d); {
+		id := binary.BigEndian.Uint16(d[off:])
+		length := int(binary.BigEndian.Uint16(d[off+2:]))
+		if length < 4 || off+length > len(d) {
+			return 0, fmt.Errorf("flowset %d at %d: bad length %d", id, off, length)
+		}
+		body := d[off+4 : off+length]
+		switch {
+		case id == 0: // templates: id, field count, then (type, length) pairs
+			for p := 0; p+4 <= len(body); {
+				tid := binary.BigEndian.Uint16(body[p:])
+				fields := int(binary.BigEndian.Uint16(body[p+2:]))
+				size := 0
+				for f := 0; f < fields; f++ {
+					size += int(binary.BigEndian.Uint16(body[p+4+4*f+2:]))
+				}
+				templates[tid] = size
+				p += 4 + 4*fields
+			}
+		case id >= 256:
+			size, ok := templates[id]
+			if !ok || size == 0 {
+				return 0, fmt.Errorf("data flowset %d before its template", id)
+			}
+			records += len(body) / size // the rest is padding
+		}
+		off += length
+	}
+	return records, nil
+}
+
+// sflowFlowSamples counts flow samples (formats 1 and 3); counter samples
+// produce no flows.
+func sflowFlowSamples(d []byte) (int, error) {
+	off := 8
+	switch binary.BigEndian.Uint32(d[4:8]) { // agent address type
+	case 1:
+		off += 4
+	case 2:
+		off += 16
+	default:
+		return 0, fmt.Errorf("sFlow agent address type %d", binary.BigEndian.Uint32(d[4:8]))
+	}
+	off += 12 // sub-agent id, sequence number, uptime
+	samples := int(binary.BigEndian.Uint32(d[off:]))
+	off += 4
+	flows := 0
+	for i := 0; i < samples; i++ {
+		if off+8 > len(d) {
+			return 0, fmt.Errorf("sFlow sample %d runs past the datagram", i)
+		}
+		format := binary.BigEndian.Uint32(d[off:]) & 0xfff
+		length := int(binary.BigEndian.Uint32(d[off+4:]))
+		if format == 1 || format == 3 {
+			flows++
+		}
+		off += 8 + length
+	}
+	return flows, nil
+}
+
+// readUDPPayload returns the UDP payload of the one packet in a classic
+// little-endian pcap file of Ethernet frames carrying IPv4.
+func readUDPPayload(t *testing.T, path string) []byte {
+	t.Helper()
+	d, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d) < 40 || binary.LittleEndian.Uint32(d) != 0xa1b2c3d4 {
+		t.Fatalf("%s: not a little-endian pcap file", path)
+	}
+	if n := binary.LittleEndian.Uint32(d[20:]); n != 1 {
+		t.Fatalf("%s: link type %d, want Ethernet", path, n)
+	}
+	captured := int(binary.LittleEndian.Uint32(d[32:]))
+	frame := d[40 : 40+captured]
+	if binary.BigEndian.Uint16(frame[12:]) != 0x0800 {
+		t.Fatalf("%s: not IPv4 over Ethernet", path)
+	}
+	ip := frame[14:]
+	ihl := int(ip[0]&0x0f) * 4
+	if ip[9] != 17 {
+		t.Fatalf("%s: IP protocol %d, want UDP", path, ip[9])
+	}
+	udp := ip[ihl:]
+	udpLen := int(binary.BigEndian.Uint16(udp[4:]))
+	return udp[8:udpLen]
+}
+
+func consumeAll(t *testing.T, kafka *testenv.Kafka, topic string, want int) (map[pb.FlowMessage_FlowType]int, uint64) {
+	t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Version = kafka.SaramaVersion()
+	consumer, err := sarama.NewConsumer(kafka.Brokers(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer consumer.Close()
+	partitions, err := consumer.Partitions(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	records := make(chan []byte)
+	for _, p := range partitions {
+		pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		go func() {
+			for m := range pc.Messages() {
+				records <- m.Value
+			}
+		}()
+	}
+	counts := map[pb.FlowMessage_FlowType]int{}
+	var bytes uint64
+	total := 0
+	var msg pb.FlowMessage
+	timeout := time.After(30 * time.Second)
+	for total < want {
+		select {
+		case v := <-records:
+			err := pb.UnmarshalRecord(v, &msg, func(m *pb.FlowMessage) error {
+				counts[m.Type]++
+				bytes += m.Bytes
+				total++
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("goflow2 wrote a record our contract cannot read: %v", err)
+			}
+		case <-timeout:
+			t.Fatalf("topic holds %d flows after 30s, want %d", total, want)
+		}
+	}
+	// Anything beyond the expected flows would be a duplicate or a stray.
+	select {
+	case v := <-records:
+		t.Fatalf("unexpected extra record of %d bytes on the topic", len(v))
+	case <-time.After(time.Second):
+	}
+	return counts, bytes
+}
+
+// counterValue reads a counter without labels from reg.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("metric %s is not registered", name)
+	return 0
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func sum(m map[pb.FlowMessage_FlowType]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func waitHealthy(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("goflow2 not healthy at %s after 20s", url)
+}
+
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
