@@ -1,0 +1,44 @@
+-- flows_raw: one row per flow, as the collector sent it.
+--
+-- Bytes and Packets are the SAMPLED counts, as sent, next to SamplingRate;
+-- multiply by greatest(SamplingRate, 1) for traffic estimates (exporters
+-- without sampling send 0). The rollups (flows_5m, flows_1h) store the
+-- scaled values already.
+--
+-- Addresses are IPv6; IPv4 is stored IPv4-mapped (::ffff:192.0.2.1). Show
+-- either family with one expression:
+--   replaceRegexpOne(IPv6NumToString(SrcAddr), '^::ffff:', '')
+--
+-- Retention: 7 days (the TTL below). To change it on a running server:
+--   ALTER TABLE flows_raw MODIFY TTL Date + INTERVAL 14 DAY;
+CREATE TABLE IF NOT EXISTS flows_raw
+(
+    Date           Date,
+    TimeReceived   DateTime('UTC')       CODEC(DoubleDelta, ZSTD(1)),
+    TimeFlowStart  DateTime64(3, 'UTC')  CODEC(Delta, ZSTD(1)),
+    TimeFlowEnd    DateTime64(3, 'UTC')  CODEC(Delta, ZSTD(1)),
+    Type           LowCardinality(String),
+    SequenceNum    UInt32                CODEC(Delta, ZSTD(1)),
+    SamplingRate   UInt64                CODEC(T64, ZSTD(1)),
+    SamplerAddress IPv6                  CODEC(ZSTD(1)),
+    SrcAddr        IPv6                  CODEC(ZSTD(1)),
+    DstAddr        IPv6                  CODEC(ZSTD(1)),
+    SrcAS          UInt32                CODEC(T64, ZSTD(1)),
+    DstAS          UInt32                CODEC(T64, ZSTD(1)),
+    EType          UInt16                CODEC(T64, ZSTD(1)),
+    Proto          UInt8                 CODEC(T64, ZSTD(1)),
+    SrcPort        UInt16                CODEC(T64, ZSTD(1)),
+    DstPort        UInt16                CODEC(T64, ZSTD(1)),
+    InIf           UInt32                CODEC(T64, ZSTD(1)),
+    OutIf          UInt32                CODEC(T64, ZSTD(1)),
+    TCPFlags       UInt16                CODEC(T64, ZSTD(1)),
+    Bytes          UInt64                CODEC(T64, ZSTD(1)),
+    Packets        UInt64                CODEC(T64, ZSTD(1))
+)
+ENGINE = MergeTree
+PARTITION BY Date
+-- Flow queries select a time range first.
+ORDER BY (TimeReceived, SamplerAddress)
+TTL Date + INTERVAL 7 DAY
+-- Expired days go as whole partitions, without rewriting parts.
+SETTINGS ttl_only_drop_parts = 1;

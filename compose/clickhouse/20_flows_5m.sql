@@ -1,0 +1,65 @@
+-- flows_5m: traffic per 5 minutes and AS pair, with a breakdown per
+-- EtherType in ETypeMap.
+--
+-- Bytes and Packets here are SCALED: the sampled counts multiplied by
+-- greatest(SamplingRate, 1). Count is the number of flow records.
+--
+-- SummingMergeTree adds up rows with the same (Date, Timeslot, SrcAS, DstAS)
+-- when parts merge, and sums ETypeMap per EType (a Nested column whose
+-- name ends in "Map"). Until a merge happens a key can have several rows:
+-- always query with sum(...) GROUP BY, or FINAL.
+--
+-- Retention: 30 days. Change it with:
+--   ALTER TABLE flows_5m MODIFY TTL Date + INTERVAL 60 DAY;
+CREATE TABLE IF NOT EXISTS flows_5m
+(
+    Date     Date,
+    Timeslot DateTime('UTC') CODEC(DoubleDelta, ZSTD(1)),
+    SrcAS    UInt32          CODEC(T64, ZSTD(1)),
+    DstAS    UInt32          CODEC(T64, ZSTD(1)),
+    ETypeMap Nested(
+        EType   UInt16,
+        Bytes   UInt64,
+        Packets UInt64,
+        Count   UInt64
+    ),
+    Bytes    UInt64          CODEC(T64, ZSTD(1)),
+    Packets  UInt64          CODEC(T64, ZSTD(1)),
+    Count    UInt64          CODEC(T64, ZSTD(1))
+)
+ENGINE = SummingMergeTree
+PARTITION BY Date
+ORDER BY (Date, Timeslot, SrcAS, DstAS)
+TTL Date + INTERVAL 30 DAY
+SETTINGS ttl_only_drop_parts = 1;
+
+-- Fed by every block inserted into flows_raw. The inner query names the
+-- scaled counts so that the outer aliases Bytes and Packets cannot shadow
+-- the columns they are computed from.
+CREATE MATERIALIZED VIEW IF NOT EXISTS flows_5m_mv TO flows_5m AS
+WITH sumMap([EType], [ScaledBytes], [ScaledPackets], [toUInt64(1)]) AS ETypeSums
+SELECT
+    Date,
+    Timeslot,
+    SrcAS,
+    DstAS,
+    ETypeSums.1 AS `ETypeMap.EType`,
+    ETypeSums.2 AS `ETypeMap.Bytes`,
+    ETypeSums.3 AS `ETypeMap.Packets`,
+    ETypeSums.4 AS `ETypeMap.Count`,
+    sum(ScaledBytes) AS Bytes,
+    sum(ScaledPackets) AS Packets,
+    count() AS Count
+FROM
+(
+    SELECT
+        Date,
+        toStartOfFiveMinutes(TimeReceived) AS Timeslot,
+        SrcAS,
+        DstAS,
+        EType,
+        Bytes * greatest(SamplingRate, 1) AS ScaledBytes,
+        Packets * greatest(SamplingRate, 1) AS ScaledPackets
+    FROM flows_raw
+)
+GROUP BY Date, Timeslot, SrcAS, DstAS;

@@ -1,0 +1,67 @@
+-- flows_1h: traffic per hour and AS pair, with a breakdown per EtherType
+-- in ETypeMap: the same columns and rules as flows_5m, kept longer.
+--
+-- Bytes and Packets here are SCALED: the sampled counts multiplied by
+-- greatest(SamplingRate, 1). Count is the number of flow records.
+--
+-- SummingMergeTree adds up rows with the same (Date, Timeslot, SrcAS, DstAS)
+-- when parts merge, and sums ETypeMap per EType (a Nested column whose
+-- name ends in "Map"). Until a merge happens a key can have several rows:
+-- always query with sum(...) GROUP BY, or FINAL.
+--
+-- Retention: 365 days. Change it with:
+--   ALTER TABLE flows_1h MODIFY TTL Date + INTERVAL 730 DAY;
+CREATE TABLE IF NOT EXISTS flows_1h
+(
+    Date     Date,
+    Timeslot DateTime('UTC') CODEC(DoubleDelta, ZSTD(1)),
+    SrcAS    UInt32          CODEC(T64, ZSTD(1)),
+    DstAS    UInt32          CODEC(T64, ZSTD(1)),
+    ETypeMap Nested(
+        EType   UInt16,
+        Bytes   UInt64,
+        Packets UInt64,
+        Count   UInt64
+    ),
+    Bytes    UInt64          CODEC(T64, ZSTD(1)),
+    Packets  UInt64          CODEC(T64, ZSTD(1)),
+    Count    UInt64          CODEC(T64, ZSTD(1))
+)
+ENGINE = SummingMergeTree
+-- Monthly partitions: a year of days would be too many parts. A month is
+-- dropped once all of it is past the TTL.
+PARTITION BY toYYYYMM(Date)
+ORDER BY (Date, Timeslot, SrcAS, DstAS)
+TTL Date + INTERVAL 365 DAY
+SETTINGS ttl_only_drop_parts = 1;
+
+-- Fed by every block inserted into flows_raw. The inner query names the
+-- scaled counts so that the outer aliases Bytes and Packets cannot shadow
+-- the columns they are computed from.
+CREATE MATERIALIZED VIEW IF NOT EXISTS flows_1h_mv TO flows_1h AS
+WITH sumMap([EType], [ScaledBytes], [ScaledPackets], [toUInt64(1)]) AS ETypeSums
+SELECT
+    Date,
+    Timeslot,
+    SrcAS,
+    DstAS,
+    ETypeSums.1 AS `ETypeMap.EType`,
+    ETypeSums.2 AS `ETypeMap.Bytes`,
+    ETypeSums.3 AS `ETypeMap.Packets`,
+    ETypeSums.4 AS `ETypeMap.Count`,
+    sum(ScaledBytes) AS Bytes,
+    sum(ScaledPackets) AS Packets,
+    count() AS Count
+FROM
+(
+    SELECT
+        Date,
+        toStartOfHour(TimeReceived) AS Timeslot,
+        SrcAS,
+        DstAS,
+        EType,
+        Bytes * greatest(SamplingRate, 1) AS ScaledBytes,
+        Packets * greatest(SamplingRate, 1) AS ScaledPackets
+    FROM flows_raw
+)
+GROUP BY Date, Timeslot, SrcAS, DstAS;

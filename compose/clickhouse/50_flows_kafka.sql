@@ -1,0 +1,48 @@
+-- flows: the Kafka topic "flows" as a table. It stores nothing: each block
+-- it consumes goes to the materialized views of 60_flows_views.sql.
+--
+-- Records are goflow2 -format=bin: varint-length-delimited FlowMessages,
+-- decoded with pb/flow.proto, mounted as format_schemas/flow.proto.
+-- Columns are matched to proto fields BY NAME, so each column is named
+-- exactly as its field (compose/clickhouse tests check names and types
+-- against pb/flow.proto). Fields not listed here are skipped.
+--
+-- kafka_num_consumers: one consumer thread; raise it up to the number of
+-- partitions (and of cores) for more throughput.
+CREATE TABLE IF NOT EXISTS flows
+(
+    type               Enum8('FLOWUNKNOWN' = 0, 'SFLOW_5' = 1, 'NETFLOW_V5' = 2, 'NETFLOW_V9' = 3, 'IPFIX' = 4),
+    time_received_ns   UInt64,
+    sequence_num       UInt32,
+    sampling_rate      UInt64,
+    sampler_address    String,
+    time_flow_start_ns UInt64,
+    time_flow_end_ns   UInt64,
+    bytes              UInt64,
+    packets            UInt64,
+    src_addr           String,
+    dst_addr           String,
+    etype              UInt32,
+    proto              UInt32,
+    src_port           UInt32,
+    dst_port           UInt32,
+    in_if              UInt32,
+    out_if             UInt32,
+    tcp_flags          UInt32,
+    src_as             UInt32,
+    dst_as             UInt32
+)
+ENGINE = Kafka
+SETTINGS
+    kafka_broker_list = 'kafka:9092',
+    kafka_topic_list = 'flows',
+    kafka_group_name = 'clickhouse',
+    kafka_format = 'Protobuf',
+    kafka_schema = 'flow.proto:FlowMessage',
+    kafka_num_consumers = 1,
+    -- A block is written when it holds this many rows or every 5 s.
+    kafka_max_block_size = 65536,
+    kafka_flush_interval_ms = 5000,
+    -- Undecodable records go to _error/_raw_message (flows_errors) instead
+    -- of blocking the partition.
+    kafka_handle_error_mode = 'stream';

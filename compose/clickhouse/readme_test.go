@@ -1,0 +1,169 @@
+package clickhouse_test
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// The README's ClickHouse section is tested: each ```sql block runs on the
+// schema loaded with the mocker's flows (seed mockSeed), and a ```text block
+// right after it must be that query's output, so the README shows real
+// output. To regenerate the outputs after a schema or mocker change:
+//
+//	FLOWPIPELINE_README_UPDATE=1 go test ./compose/clickhouse -run TestREADME
+//
+// FLOWPIPELINE_README=path reads (and updates) another file than README.md.
+const readmeFormat = "PrettyCompactMonoBlock"
+
+var readmeHeading = regexp.MustCompile(`^(#{1,6})\s+ClickHouse\b`)
+
+type readmeBlock struct {
+	sql        string
+	start, end int  // lines of the sql fence, inclusive
+	output     *int // first line of the text fence after it, if any
+	outEnd     int
+	text       string
+}
+
+// readmeSection returns the lines of the file and the [from, to) range of
+// the ClickHouse section, or to == -1 when there is none.
+func readmeSection(lines []string) (from, to int) {
+	level := 0
+	from, to = -1, -1
+	inFence := false
+	for i, l := range lines {
+		if strings.HasPrefix(l, "```") {
+			inFence = !inFence
+		}
+		if inFence || !strings.HasPrefix(l, "#") {
+			continue
+		}
+		hashes := len(l) - len(strings.TrimLeft(l, "#"))
+		if from < 0 {
+			if m := readmeHeading.FindStringSubmatch(l); m != nil {
+				from, level = i, len(m[1])
+			}
+			continue
+		}
+		if hashes <= level {
+			return from, i
+		}
+	}
+	if from >= 0 {
+		return from, len(lines)
+	}
+	return -1, -1
+}
+
+func readmeBlocks(t *testing.T, lines []string, from, to int) []readmeBlock {
+	var blocks []readmeBlock
+	for i := from; i < to; i++ {
+		if strings.TrimSpace(lines[i]) != "```sql" {
+			continue
+		}
+		b := readmeBlock{start: i}
+		j := i + 1
+		for ; j < to && strings.TrimSpace(lines[j]) != "```"; j++ {
+		}
+		if j >= to {
+			t.Fatalf("README line %d: unterminated ```sql block", i+1)
+		}
+		b.sql, b.end = strings.Join(lines[i+1:j], "\n"), j
+		k := j + 1
+		for k < to && strings.TrimSpace(lines[k]) == "" {
+			k++
+		}
+		if k < to && strings.TrimSpace(lines[k]) == "```text" {
+			e := k + 1
+			for ; e < to && strings.TrimSpace(lines[e]) != "```"; e++ {
+			}
+			if e >= to {
+				t.Fatalf("README line %d: unterminated ```text block", k+1)
+			}
+			start := k
+			b.output, b.outEnd, b.text = &start, e, strings.Join(lines[k+1:e], "\n")
+		}
+		blocks = append(blocks, b)
+		i = j
+	}
+	return blocks
+}
+
+func normalize(out string) string {
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	for i := range lines {
+		lines[i] = strings.TrimRight(lines[i], " ")
+	}
+	return strings.Join(lines, "\n")
+}
+
+func TestREADMEQueries(t *testing.T) {
+	path := os.Getenv("FLOWPIPELINE_README")
+	if path == "" {
+		path = filepath.Join(repoRoot(t), "README.md")
+	}
+	content, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(content), "\n")
+	from, to := readmeSection(lines)
+	if from < 0 {
+		t.Skipf("SKIPPED: %s has no \"ClickHouse\" section, so its queries cannot be checked: add the section (or set FLOWPIPELINE_README)", path)
+	}
+	blocks := readmeBlocks(t, lines, from, to)
+	if len(blocks) == 0 {
+		t.Fatalf("the ClickHouse section of %s has no ```sql block", path)
+	}
+
+	s := schemaDB(t, true)
+	// One insert and merged tables, so that outputs do not depend on how
+	// parts happened to merge.
+	insert(t, s, mockMessages(mockSeed, mockFlows, mockStart, mockSpan))
+	for _, table := range []string{"flows_raw", "flows_5m", "flows_1h"} {
+		if err := s.Exec("OPTIMIZE TABLE " + table + " FINAL"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	update := os.Getenv("FLOWPIPELINE_README_UPDATE") == "1"
+	var replaced []string
+	last := 0
+	for _, b := range blocks {
+		out, err := s.Run(b.sql, readmeFormat)
+		if err != nil {
+			t.Errorf("README query at line %d fails: %v", b.start+1, err)
+			continue
+		}
+		got := normalize(out)
+		if update {
+			end := b.end
+			if b.output != nil {
+				end = b.outEnd
+			}
+			replaced = append(replaced, lines[last:b.end+1]...)
+			if got != "" {
+				replaced = append(replaced, "", "```text", got, "```")
+			}
+			last = end + 1
+			continue
+		}
+		switch {
+		case b.output == nil && got != "":
+			t.Errorf("README query at line %d has no ```text block with its output; it outputs:\n%s", b.start+1, got)
+		case b.output != nil && normalize(b.text) != got:
+			t.Errorf("README output at line %d is not what the query at line %d outputs now:\n%s\n(regenerate with FLOWPIPELINE_README_UPDATE=1)", *b.output+1, b.start+1, got)
+		}
+	}
+	if update && !t.Failed() {
+		replaced = append(replaced, lines[last:]...)
+		if err := os.WriteFile(path, []byte(strings.Join(replaced, "\n")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("rewrote the outputs of %d queries in %s", len(blocks), path)
+	}
+	t.Logf("%d README queries checked", len(blocks))
+}
