@@ -25,7 +25,10 @@ tmp="$libs.tmp.$$"
 rm -rf "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$(dirname "$libs")"
-mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp"
+# (sed: Debian's mvn prints colour codes even in batch mode.)
+mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies \
+  -DincludeScope=runtime -DoutputDirectory="$tmp" 2>&1 | sed 's/\x1b\[[0-9;]*m//g'
+
 ls "$tmp"/kafka_2.13-*.jar >/dev/null
 echo "$want" > "$tmp/.complete"
 rm -rf "$libs"
