@@ -31,7 +31,7 @@ demo:
 
 # Regenerate pb/flow.pb.go from pb/flow.proto (needs Debian's protobuf-compiler).
 proto: $(TOOLS)/protoc-gen-go
-	PATH="$(abspath $(TOOLS)):$$PATH" protoc --go_out=. --go_opt=paths=source_relative pb/flow.proto
+	PATH="$(abspath $(TOOLS)):$$PATH" protoc -I pb --go_out=pb --go_opt=paths=source_relative pb/flow.proto
 
 $(TOOLS)/protoc-gen-go:
 	GOBIN="$(abspath $(TOOLS))" $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/mocker/goflow2test"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// buildMocker builds this command into a temporary directory.
+func buildMocker(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "mocker")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"-rate", "fast"},
+		{"-no.such.flag"},
+		{"-kafka.version", "2.0.0"},
+		{"-kafka.compression", "brotli"},
+		{"-loglevel", "chatty"},
+		{"-rate", "-5"},
+		{"extra-argument"},
+	} {
+		var stderr bytes.Buffer
+		if code := run(args, &stderr); code != 2 {
+			t.Errorf("mocker %q exited %d, want 2; stderr:\n%s", args, code, stderr.String())
+		}
+	}
+	var stderr bytes.Buffer
+	if code := run([]string{"-h"}, &stderr); code != 0 || !strings.Contains(stderr.String(), "KAFKA_BROKERS") {
+		t.Errorf("mocker -h exited %d; usage must list env vars:\n%s", code, stderr.String())
+	}
+}
+
+func TestUnreachableKafka(t *testing.T) {
+	bin := buildMocker(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "-kafka.brokers", addr, "-kafka.connect-timeout", "3s", "-metrics.addr", "")
+	cmd.Stderr = &stderr
+	start := time.Now()
+	err = cmd.Run()
+	elapsed := time.Since(start)
+	if code := exitCode(err); code != 1 {
+		t.Fatalf("exit code %d, want 1; stderr:\n%s", code, stderr.String())
+	}
+	want := "cannot reach Kafka at " + addr + " within 3s — is the broker running? check -kafka.brokers"
+	if !strings.Contains(stderr.String(), want) {
+		t.Fatalf("stderr does not say %q:\n%s", want, stderr.String())
+	}
+	if elapsed > 8*time.Second {
+		t.Fatalf("took %s to give up, want about 3s", elapsed)
+	}
+}
+
+// TestDoneWhen runs the acceptance command against the real broker:
+//
+//	mocker -kafka.brokers HOST:PORT -kafka.topic flows -count 100000 -rate 0 -seed 7
+func TestDoneWhen(t *testing.T) {
+	k := testenv.SharedKafka(t)
+	t.Logf("broker: %s at %s", k.Name(), k.Brokers()[0])
+	k.CreateTopic(t, "flows", 3)
+	bin := buildMocker(t)
+
+	const n = 100_000
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "-kafka.brokers", k.Brokers()[0], "-kafka.topic", "flows",
+		"-count", "100000", "-rate", "0", "-seed", "7", "-metrics.addr", "127.0.0.1:0")
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("mocker: %v\n%s", err, stderr.String())
+	}
+	t.Logf("mocker took %s; last log lines:\n%s", time.Since(start).Round(time.Millisecond), lastLines(stderr.String(), 2))
+
+	recs := goflow2test.ReadTopic(t, k.Brokers(), "flows", 2*time.Minute)
+	if len(recs) != n {
+		t.Fatalf("topic holds %d records, want %d", len(recs), n)
+	}
+	var v4, v6 int
+	srcBytes := map[netip.Addr]uint64{}
+	var total uint64
+	for _, r := range recs {
+		flows, err := goflow2test.Decode(r.Value)
+		if err != nil || len(flows) != 1 {
+			t.Fatalf("record %d@%d: %d flows, %v; want one goflow2 FlowMessage", r.Offset, r.Partition, len(flows), err)
+		}
+		f := flows[0]
+		switch {
+		case f.Etype == 0x800 && len(f.SrcAddr) == 4 && len(f.DstAddr) == 4:
+			v4++
+		case f.Etype == 0x86dd && len(f.SrcAddr) == 16 && len(f.DstAddr) == 16:
+			v6++
+		default:
+			t.Fatalf("etype %#x with %d/%d-byte addresses", f.Etype, len(f.SrcAddr), len(f.DstAddr))
+		}
+		if f.Bytes == 0 || f.Packets == 0 || f.SamplingRate == 0 {
+			t.Fatalf("flow with bytes=%d packets=%d sampling_rate=%d", f.Bytes, f.Packets, f.SamplingRate)
+		}
+		a, _ := netip.AddrFromSlice(f.SrcAddr)
+		srcBytes[a] += f.Bytes
+		total += f.Bytes
+	}
+	if v4 == 0 || v6 == 0 || v4+v6 != n {
+		t.Fatalf("%d IPv4 and %d IPv6 flows of %d", v4, v6, n)
+	}
+	var per []uint64
+	for _, b := range srcBytes {
+		per = append(per, b)
+	}
+	sort.Slice(per, func(i, j int) bool { return per[i] > per[j] })
+	var top10 uint64
+	for _, b := range per[:10] {
+		top10 += b
+	}
+	share1, share10 := float64(per[0])/float64(total), float64(top10)/float64(total)
+	t.Logf("%d IPv4, %d IPv6 flows; %d sources; top-1 carries %.1f%% of bytes, top-10 %.1f%%",
+		v4, v6, len(per), 100*share1, 100*share10)
+	if share10 <= 0.20 || share10 >= 0.90 || share1 >= 0.50 {
+		t.Fatalf("top-10 share %.1f%%, top-1 %.1f%%: want skewed (20-90%%) but not one host (< 50%%)", 100*share10, 100*share1)
+	}
+}
+
+// TestSignalStops: SIGTERM stops a run without -count cleanly: exit 0, a
+// final total, and exactly that many records on the topic.
+func TestSignalStops(t *testing.T) {
+	k := testenv.SharedKafka(t)
+	k.CreateTopic(t, "signal", 3)
+	bin := buildMocker(t)
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "-kafka.brokers", k.Brokers()[0], "-kafka.topic", "signal", "-rate", "2000",
+		"-metrics.addr", "", "-log.format", "json")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+	}
+	last := lastLines(stderr.String(), 1)
+	if !strings.Contains(last, `"msg":"mocker stopped"`) {
+		t.Fatalf("no final total in the log:\n%s", stderr.String())
+	}
+	recs := goflow2test.ReadTopic(t, k.Brokers(), "signal", time.Minute)
+	if !strings.Contains(last, `"produced":`+strconv.Itoa(len(recs))+`,`) || len(recs) == 0 {
+		t.Fatalf("topic holds %d records; final log line: %s", len(recs), last)
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,510 @@
+package mocker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spendletonliveaction/flow-pipeline/internal/cli"
+	"github.com/spendletonliveaction/flow-pipeline/pb"
+)
+
+// Config configures a Mocker. Zero values take the defaults shown.
+type Config struct {
+	Brokers      []string // required, host:port
+	Topic        string   // default "flows"
+	KafkaVersion string   // default cli.DefaultKafkaVersion; at least 2.1.0
+	// Rate is the target in flows per second; 0 sends as fast as possible.
+	Rate float64
+	// Count is how many flows to have acknowledged before Run returns;
+	// 0 runs until the context ends.
+	Count uint64
+	Seed  int64 // generator seed: same seed, same flows (except times)
+	// Compression is none, gzip, snappy, lz4 or zstd (default none, like goflow2).
+	Compression string
+	ClientID    string // default "flowpipeline-mocker"
+	// ConnectTimeout bounds the wait for Kafka (and the topic) at start.
+	ConnectTimeout time.Duration // default 10s
+	// ProgressInterval is how often progress is logged; negative disables.
+	ProgressInterval time.Duration // default 5s
+	// ShutdownTimeout bounds the flush of in-flight flows when stopping.
+	ShutdownTimeout time.Duration // default 10s
+	// MaxInFlight bounds flows handed to the producer and not yet acked.
+	MaxInFlight int // default 100000
+	// FlushBytes and FlushFrequency trigger sending a batch to the broker.
+	FlushBytes     int           // default 1 MiB
+	FlushFrequency time.Duration // default 5ms
+}
+
+func (c Config) withDefaults() Config {
+	if c.Topic == "" {
+		c.Topic = "flows"
+	}
+	if c.KafkaVersion == "" {
+		c.KafkaVersion = cli.DefaultKafkaVersion
+	}
+	if c.Compression == "" {
+		c.Compression = "none"
+	}
+	if c.ClientID == "" {
+		c.ClientID = "flowpipeline-mocker"
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.ProgressInterval == 0 {
+		c.ProgressInterval = 5 * time.Second
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 100000
+	}
+	if c.FlushBytes == 0 {
+		c.FlushBytes = 1 << 20
+	}
+	if c.FlushFrequency == 0 {
+		c.FlushFrequency = 5 * time.Millisecond
+	}
+	return c
+}
+
+var codecs = map[string]sarama.CompressionCodec{
+	"none": sarama.CompressionNone, "gzip": sarama.CompressionGZIP, "snappy": sarama.CompressionSnappy,
+	"lz4": sarama.CompressionLZ4, "zstd": sarama.CompressionZSTD,
+}
+
+// Validate reports every invalid setting (after defaults are applied).
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("no Kafka brokers given: set -kafka.brokers to host:port[,host:port]"))
+	}
+	if _, err := cli.ParseKafkaVersion(c.KafkaVersion); err != nil {
+		errs = append(errs, err)
+	}
+	if math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) || c.Rate < 0 {
+		errs = append(errs, fmt.Errorf("-rate %v: want flows per second >= 0 (0 = as fast as possible)", c.Rate))
+	}
+	if _, ok := codecs[c.Compression]; !ok {
+		errs = append(errs, fmt.Errorf("-kafka.compression %q: want none, gzip, snappy, lz4 or zstd", c.Compression))
+	}
+	if c.ConnectTimeout < 0 || c.ShutdownTimeout < 0 || c.FlushFrequency < 0 {
+		errs = append(errs, errors.New("timeouts and flush frequency must not be negative"))
+	}
+	if c.MaxInFlight < 0 || c.FlushBytes < 0 {
+		errs = append(errs, errors.New("max in-flight flows and flush bytes must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Mocker sends generated flows to Kafka. New is inert; Run connects.
+type Mocker struct {
+	cfg     Config
+	version sarama.KafkaVersion
+	logger  *slog.Logger
+	metrics *metrics
+
+	started  atomic.Bool
+	ready    atomic.Bool
+	sent     atomic.Uint64 // distinct flows handed to the producer
+	produced atomic.Uint64 // flows acknowledged by the broker
+	inFlight atomic.Int64
+}
+
+// New checks cfg and registers the metrics on reg.
+func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Mocker, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("mocker configuration: %w", err)
+	}
+	version, _ := cli.ParseKafkaVersion(cfg.KafkaVersion)
+	m := &Mocker{cfg: cfg, version: version, logger: logger}
+	var err error
+	m.metrics, err = newMetrics(reg, func() float64 { return float64(m.inFlight.Load()) })
+	if err != nil {
+		return nil, fmt.Errorf("registering mocker metrics: %w", err)
+	}
+	return m, nil
+}
+
+// Produced is the number of flows Kafka has acknowledged so far.
+func (m *Mocker) Produced() uint64 { return m.produced.Load() }
+
+// Sent is the number of distinct flows handed to the producer so far
+// (re-sends of failed deliveries are not counted again).
+func (m *Mocker) Sent() uint64 { return m.sent.Load() }
+
+// Ready reports whether Run is connected and producing (for /readyz).
+func (m *Mocker) Ready() bool { return m.ready.Load() }
+
+// record is a Kafka record value; a pointer, so storing it in the
+// sarama.Encoder interface does not allocate.
+type record struct{ buf []byte }
+
+func (r *record) Encode() ([]byte, error) { return r.buf, nil }
+func (r *record) Length() int             { return len(r.buf) }
+
+func (m *Mocker) saramaConfig(idempotent bool) *sarama.Config {
+	c := sarama.NewConfig()
+	c.ClientID = m.cfg.ClientID
+	c.Version = m.version
+	c.Net.DialTimeout = 5 * time.Second
+	c.Producer.RequiredAcks = sarama.WaitForAll
+	c.Producer.Return.Successes = true // acks are what -count counts
+	c.Producer.Return.Errors = true
+	c.Producer.Compression = codecs[m.cfg.Compression]
+	// Round robin, like goflow2 without -transport.kafka.hashing: flows carry
+	// no ordering that consumers rely on, and every partition gets an equal
+	// share whatever the mix of exporters.
+	c.Producer.Partitioner = sarama.NewRoundRobinPartitioner
+	c.Producer.Flush.Bytes = m.cfg.FlushBytes
+	c.Producer.Flush.Frequency = m.cfg.FlushFrequency
+	// Measured with BenchmarkProduce: 1024 beat both sarama's 256 and 8192
+	// (larger buffers cost more in cache misses than they save in wakeups).
+	c.ChannelBufferSize = 1024
+	// Ride out broker restarts: keep retrying with a capped backoff rather
+	// than failing records (failed ones are re-sent anyway).
+	backoff := func(retries, _ int) time.Duration {
+		return min(100*time.Millisecond<<min(retries, 5), 2*time.Second)
+	}
+	c.Producer.Retry.Max = 1000
+	c.Producer.Retry.BackoffFunc = backoff
+	c.Metadata.Retry.Max = 1000
+	c.Metadata.Retry.BackoffFunc = backoff
+	if idempotent {
+		// The broker drops duplicates of retried batches; this requires one
+		// request in flight per broker and acks from all replicas.
+		c.Producer.Idempotent = true
+		c.Net.MaxOpenRequests = 1
+	}
+	return c
+}
+
+// waitForKafka fails fast and clearly when no broker answers or the topic
+// cannot be used, instead of letting the producer retry forever.
+func (m *Mocker) waitForKafka(ctx context.Context) error {
+	c := sarama.NewConfig()
+	c.ClientID = m.cfg.ClientID
+	c.Version = m.version
+	c.Net.DialTimeout = min(m.cfg.ConnectTimeout, 5*time.Second)
+	c.Metadata.Retry.Max = 0
+	brokers := strings.Join(m.cfg.Brokers, ",")
+	deadline := time.Now().Add(m.cfg.ConnectTimeout)
+	for {
+		client, err := sarama.NewClient(m.cfg.Brokers, c)
+		if err == nil {
+			var parts []int32
+			// Asking for the topic's partitions creates it if the broker
+			// auto-creates topics; a new topic needs a moment for a leader.
+			parts, err = client.Partitions(m.cfg.Topic)
+			client.Close()
+			if err == nil && len(parts) > 0 {
+				return nil
+			}
+			if err == nil {
+				err = errors.New("topic has no partitions")
+			}
+			if !time.Now().Before(deadline) {
+				return fmt.Errorf("cannot use topic %q on Kafka at %s after %s — create it or check -kafka.topic: %w",
+					m.cfg.Topic, brokers, m.cfg.ConnectTimeout, err)
+			}
+		} else if !time.Now().Before(deadline) {
+			return fmt.Errorf("cannot reach Kafka at %s within %s — is the broker running? check -kafka.brokers: %w",
+				brokers, m.cfg.ConnectTimeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stopped while waiting for Kafka at %s: %w", brokers, ctx.Err())
+		case <-time.After(min(500*time.Millisecond, time.Until(deadline)+time.Millisecond)):
+		}
+	}
+}
+
+func (m *Mocker) connect(ctx context.Context) (sarama.AsyncProducer, error) {
+	if err := m.waitForKafka(ctx); err != nil {
+		return nil, err
+	}
+	producer, err := sarama.NewAsyncProducer(m.cfg.Brokers, m.saramaConfig(true))
+	if err == nil {
+		return producer, nil
+	}
+	// Brokers without idempotence (or forbidding IdempotentWrite) refuse a
+	// producer id; plain acks=all with retries still delivers every flow,
+	// at the risk of duplicates on retry.
+	m.logger.Warn("Kafka refused an idempotent producer; continuing without idempotence (retries may duplicate flows)",
+		"error", err)
+	producer, err2 := sarama.NewAsyncProducer(m.cfg.Brokers, m.saramaConfig(false))
+	if err2 != nil {
+		return nil, fmt.Errorf("cannot start a Kafka producer for %s: %w", strings.Join(m.cfg.Brokers, ","), errors.Join(err, err2))
+	}
+	return producer, nil
+}
+
+// Run produces flows until Count flows are acknowledged (Count > 0) or ctx
+// ends; then it flushes what is in flight and returns nil. It returns an
+// error when Kafka or the topic cannot be reached within ConnectTimeout at
+// start. Call it once.
+func (m *Mocker) Run(ctx context.Context) error {
+	if !m.started.CompareAndSwap(false, true) {
+		return errors.New("mocker: Run called twice")
+	}
+	producer, err := m.connect(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			m.logger.Info("mocker stopped before Kafka was reachable", "error", err)
+			return nil // asked to stop: not a failure
+		}
+		return err
+	}
+	m.ready.Store(true)
+	defer m.ready.Store(false)
+	start := time.Now()
+	m.logger.Info("producing flows", "brokers", strings.Join(m.cfg.Brokers, ","), "topic", m.cfg.Topic,
+		"rate", m.cfg.Rate, "count", m.cfg.Count, "seed", m.cfg.Seed, "compression", m.cfg.Compression)
+
+	r := &runState{
+		m:        m,
+		producer: producer,
+		free:     make(chan *sarama.ProducerMessage, m.cfg.MaxInFlight),
+		retry:    make(chan *sarama.ProducerMessage, m.cfg.MaxInFlight),
+		allAcked: make(chan struct{}),
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.drain() }()
+	progressDone := make(chan struct{})
+	var progressWG sync.WaitGroup
+	if m.cfg.ProgressInterval > 0 {
+		progressWG.Add(1)
+		go func() { defer progressWG.Done(); m.progress(progressDone) }()
+	}
+
+	r.produce(ctx)
+
+	// Stop re-sending: from here a failure is final.
+	r.stopping.Store(true)
+	producer.AsyncClose()
+	drained := make(chan struct{})
+	go func() { wg.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(m.cfg.ShutdownTimeout):
+		m.logger.Warn("gave up flushing in-flight flows", "timeout", m.cfg.ShutdownTimeout,
+			"in_flight", m.inFlight.Load())
+	}
+	close(progressDone)
+	progressWG.Wait()
+
+	elapsed := time.Since(start)
+	produced := m.produced.Load()
+	m.logger.Info("mocker stopped", "produced", produced, "sent", m.sent.Load(),
+		"elapsed", elapsed.Round(time.Millisecond), "flows_per_s", math.Round(float64(produced)/elapsed.Seconds()))
+	return nil
+}
+
+func (m *Mocker) progress(done <-chan struct{}) {
+	t := time.NewTicker(m.cfg.ProgressInterval)
+	defer t.Stop()
+	last, lastT := m.produced.Load(), time.Now()
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-t.C:
+			p := m.produced.Load()
+			m.logger.Info("progress", "produced", p,
+				"flows_per_s", math.Round(float64(p-last)/now.Sub(lastT).Seconds()),
+				"in_flight", m.inFlight.Load())
+			last, lastT = p, now
+		}
+	}
+}
+
+// runState is one Run: a producing loop (produce) and a loop reading the
+// producer's acks and errors (drain), linked by the free and retry queues.
+type runState struct {
+	m        *Mocker
+	producer sarama.AsyncProducer
+	free     chan *sarama.ProducerMessage // acked messages, for reuse
+	retry    chan *sarama.ProducerMessage // failed messages, to re-send
+	allAcked chan struct{}                // closed when Count flows are acked
+	stopping atomic.Bool
+	lastErr  atomic.Int64 // unix ns of the last logged delivery error
+}
+
+// drain counts acks and failures until the producer closes its channels.
+// Both queues hold MaxInFlight messages, so pushing never blocks.
+func (r *runState) drain() {
+	m := r.m
+	successes, errs := r.producer.Successes(), r.producer.Errors()
+	for successes != nil || errs != nil {
+		select {
+		case msg, ok := <-successes:
+			if !ok {
+				successes = nil
+				continue
+			}
+			m.inFlight.Add(-1)
+			m.metrics.produced.Inc()
+			m.metrics.bytes.Add(float64(msg.Value.Length()))
+			if n := m.produced.Add(1); n == m.cfg.Count {
+				close(r.allAcked)
+			}
+			r.free <- msg
+		case pe, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			m.inFlight.Add(-1)
+			if r.stopping.Load() {
+				m.metrics.failed.WithLabelValues(reasonShutdown).Inc()
+				continue
+			}
+			reason := failureReason(pe.Err)
+			m.metrics.failed.WithLabelValues(reason).Inc()
+			// One log line per second at most, not one per flow.
+			if now := time.Now().UnixNano(); now-r.lastErr.Load() > int64(time.Second) {
+				r.lastErr.Store(now)
+				m.logger.Warn("flow delivery failed; re-sending", "reason", reason, "error", pe.Err)
+			}
+			r.retry <- pe.Msg
+		}
+	}
+}
+
+// produce generates and sends flows until Count are acked or ctx ends.
+func (r *runState) produce(ctx context.Context) {
+	m := r.m
+	cfg := &m.cfg
+	gen := NewGenerator(cfg.Seed)
+	var flow pb.FlowMessage
+	input := r.producer.Input()
+	allocated := 0
+	var timer *time.Timer
+	start := time.Now()
+	var scheduled uint64 // flows the rate schedule has released since start
+
+	send := func(msg *sarama.ProducerMessage) bool {
+		m.inFlight.Add(1)
+		select { // the common case, without the cost of a two-way select
+		case input <- msg:
+			return true
+		default:
+		}
+		select {
+		case input <- msg:
+			return true
+		case <-ctx.Done():
+			m.inFlight.Add(-1)
+			return false
+		}
+	}
+	resend := func(msg *sarama.ProducerMessage) bool {
+		// A fresh message: sarama keeps retry counts and sequence state in it.
+		*msg = sarama.ProducerMessage{Topic: msg.Topic, Value: msg.Value}
+		m.metrics.resent.Inc()
+		return send(msg)
+	}
+
+	for {
+		generating := cfg.Count == 0 || m.sent.Load() < cfg.Count
+		if !generating {
+			// Everything is sent; re-send failures until all are acked.
+			select {
+			case <-r.allAcked:
+				return
+			case <-ctx.Done():
+				return
+			case msg := <-r.retry:
+				if !resend(msg) {
+					return
+				}
+			}
+			continue
+		}
+
+		select {
+		case msg := <-r.retry:
+			if !resend(msg) {
+				return
+			}
+			continue
+		case <-ctx.Done():
+			return
+		default:
+		}
+
+		now := time.Now()
+		if cfg.Rate > 0 {
+			due := start.Add(time.Duration(float64(scheduled) / cfg.Rate * float64(time.Second)))
+			if wait := due.Sub(now); wait > 0 {
+				if timer == nil {
+					timer = time.NewTimer(wait)
+				} else {
+					timer.Reset(wait)
+				}
+				select {
+				case <-timer.C:
+				case msg := <-r.retry:
+					timer.Stop()
+					if !resend(msg) {
+						return
+					}
+					continue
+				case <-ctx.Done():
+					return
+				}
+				now = time.Now()
+			} else if wait < -time.Second {
+				// Far behind (the broker was away): restart the schedule
+				// rather than bursting to catch up.
+				start = now.Add(-time.Duration(float64(scheduled) / cfg.Rate * float64(time.Second)))
+			}
+		}
+
+		var msg *sarama.ProducerMessage
+		select {
+		case msg = <-r.free:
+		default:
+			if allocated < cfg.MaxInFlight {
+				allocated++
+				msg = &sarama.ProducerMessage{Value: &record{buf: make([]byte, 0, 256)}}
+			} else {
+				select {
+				case msg = <-r.free:
+				case msg2 := <-r.retry:
+					if !resend(msg2) {
+						return
+					}
+					continue
+				case <-ctx.Done():
+					return
+				}
+				now = time.Now()
+			}
+		}
+
+		rec := msg.Value.(*record)
+		gen.Next(&flow, now)
+		rec.buf, _ = pb.AppendDelimited(rec.buf[:0], &flow) // cannot fail: a generated flow is always valid
+		*msg = sarama.ProducerMessage{Topic: cfg.Topic, Value: rec}
+		if !send(msg) {
+			return
+		}
+		scheduled++
+		m.sent.Add(1)
+	}
+}
