@@ -10,8 +10,6 @@ import (
 	flowpb "github.com/netsampler/goflow2/v2/pb"
 	"google.golang.org/protobuf/encoding/protodelim"
 
-	// Lets goflow2's generated package link next to ours (same proto names).
-	_ "github.com/spendletonliveaction/flow-pipeline/mocker/goflow2test"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 
