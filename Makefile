@@ -26,8 +26,11 @@ bench: kafka-libs
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./pb/ ./mocker/...
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./inserter/...
 
+# Built, then run, rather than `go run`: go run exits 1 on Ctrl-C whatever
+# the demo's own exit status is.
 demo:
-	$(GO) run ./cmd/demo
+	$(GO) build -o $(BIN)/demo ./cmd/demo
+	$(BIN)/demo $(DEMO_FLAGS)
 
 # Regenerate pb/flow.pb.go from pb/flow.proto (needs Debian's protobuf-compiler).
 proto: $(TOOLS)/protoc-gen-go

@@ -1,0 +1,211 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spendletonliveaction/flow-pipeline/internal/pgserver"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/mocker"
+)
+
+// startPG starts a throwaway server the test owns, in a directory the
+// server user can reach when we are root (t.TempDir makes them 0700).
+func startPG(t *testing.T) *pgserver.Server {
+	t.Helper()
+	if _, err := pgserver.FindBinDir(); err != nil {
+		testenv.Unavailable(t, "PostgreSQL server binaries: %v", err)
+	}
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := pgserver.Start(context.Background(), pgserver.Options{DataDir: filepath.Join(dir, "pgdata"), NoSync: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	return s
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	// Warnings (retries, slow drains) show up in the test's log.
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// TestRunTwiceOnOneDatabase runs the demo twice against an existing
+// database (-postgres.dsn): each run must store exactly what it produced,
+// counted apart from the rows already there, and the rows must be in the
+// tables the view and the example queries read.
+func TestRunTwiceOnOneDatabase(t *testing.T) {
+	pg := startPG(t)
+	ctx := context.Background()
+	var total uint64
+	for run := 1; run <= 2; run++ {
+		var out bytes.Buffer
+		sum, err := Run(ctx, Config{
+			PostgresDSN: pg.DSN(),
+			Rate:        1000,
+			Duration:    3 * time.Second,
+			Refresh:     500 * time.Millisecond,
+			Seed:        int64(run),
+		}, &out, testLogger(t))
+		if err != nil {
+			t.Fatalf("run %d: %v\n%s", run, err, out.String())
+		}
+		if sum.Produced == 0 || sum.Stored != sum.Produced || sum.Committed != sum.Produced {
+			t.Fatalf("run %d: produced %d, stored %d, committed %d: want all equal and > 0", run, sum.Produced, sum.Stored, sum.Committed)
+		}
+		// 1000 flows/s for 3 s: the mocker is paced, so far from 3000 means
+		// the rate or the duration is not honoured.
+		if sum.Produced < 2000 || sum.Produced > 4000 {
+			t.Errorf("run %d: produced %d flows in 3 s at 1000/s", run, sum.Produced)
+		}
+		total += sum.Stored
+		if sum.TotalRows != total {
+			t.Errorf("run %d: total rows %d, want %d", run, sum.TotalRows, total)
+		}
+		o := out.String()
+		for _, want := range []string{"Top sources by bytes", "Top destinations by bytes", "Top AS pairs by bytes", sum.String() + "\n", "psql \"postgres://"} {
+			if !strings.Contains(o, want) {
+				t.Errorf("run %d: output lacks %q:\n%s", run, want, o)
+			}
+		}
+		if run == 2 && !strings.Contains(o, "already holds") {
+			t.Errorf("run 2: the header does not mention the rows of run 1:\n%s", o)
+		}
+	}
+
+	conn, err := pgx.Connect(ctx, pg.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var rows, rollup int64
+	if err := conn.QueryRow(ctx, "SELECT (SELECT count(*) FROM flows), (SELECT sum(flows) FROM flows_5m)").Scan(&rows, &rollup); err != nil {
+		t.Fatal(err)
+	}
+	if uint64(rows) != total || uint64(rollup) != total {
+		t.Errorf("flows has %d rows and flows_5m counts %d flows, want %d", rows, rollup, total)
+	}
+
+	// The example queries printed for psql run on this schema and see the
+	// flows just stored.
+	for i, q := range ExampleQueries {
+		r, err := conn.Query(ctx, strings.TrimSuffix(q.SQL, ";"))
+		if err != nil {
+			t.Fatalf("example query %d: %v", i, err)
+		}
+		n := 0
+		var flows int64
+		for r.Next() {
+			n++
+			vals, err := r.Values()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				flows += vals[1].(int64)
+			}
+		}
+		if err := r.Err(); err != nil {
+			t.Fatalf("example query %d: %v", i, err)
+		}
+		if n == 0 {
+			t.Errorf("example query %d returned no rows: %s", i, q.SQL)
+		}
+		if i == 0 && uint64(flows) != total {
+			t.Errorf("example query 0 counts %d flows, want %d", flows, total)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, c := range []Config{
+		{},                                     // no data dir, no DSN
+		{DataDir: "x", PostgresPort: 70000},    // bad port
+		{DataDir: "x", Rate: -1},               // bad rate
+		{DataDir: "x", Duration: -time.Second}, // bad duration
+		{DataDir: "x", Partitions: -1},         // bad partitions
+	} {
+		if err := c.Validate(); err == nil {
+			t.Errorf("Validate(%+v): want an error", c)
+		}
+	}
+	if err := (Config{DataDir: "x"}).Validate(); err != nil {
+		t.Errorf("defaults: %v", err)
+	}
+	if err := (Config{PostgresDSN: "postgres://x"}).Validate(); err != nil {
+		t.Errorf("with a DSN and no data dir: %v", err)
+	}
+}
+
+func TestUnits(t *testing.T) {
+	for _, c := range []struct{ got, want string }{
+		{thousands(0), "0"},
+		{thousands(999), "999"},
+		{thousands(1000), "1,000"},
+		{thousands(1234567), "1,234,567"},
+		{humanCount(950), "950"},
+		{humanCount(2000), "2.0k"},
+		{humanCount(1_500_000), "1.5M"},
+		{humanBytes(512), "512 B"},
+		{humanBytes(1_234_000), "1.2 MB"},
+		{humanBytes(7.4e9), "7.4 GB"},
+		{humanBits(999), "999 bit/s"},
+		{humanBits(1e9), "1.0 Gbit/s"},
+	} {
+		if c.got != c.want {
+			t.Errorf("got %q, want %q", c.got, c.want)
+		}
+	}
+}
+
+func TestSummaryString(t *testing.T) {
+	if got := (Summary{Produced: 12, Stored: 12}).String(); got != "produced 12, stored 12" {
+		t.Errorf("got %q", got)
+	}
+}
+
+// TestExternalBrokersStartAtEnd: with -kafka.brokers, flows already in the
+// topic are not this run's: the inserter starts at the topic's end, so
+// stored still equals produced.
+func TestExternalBrokersStartAtEnd(t *testing.T) {
+	pg := startPG(t)
+	brokers := testenv.FakeKafka(t, 3, "flows")
+	ctx := context.Background()
+	old, err := mocker.New(mocker.Config{Brokers: brokers, Count: 700, ProgressInterval: -1}, testLogger(t), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if old.Produced() != 700 {
+		t.Fatalf("pre-filled %d flows, want 700", old.Produced())
+	}
+	var out bytes.Buffer
+	sum, err := Run(ctx, Config{Brokers: brokers, PostgresDSN: pg.DSN(), Rate: 1000, Duration: 2 * time.Second, Refresh: 500 * time.Millisecond},
+		&out, testLogger(t))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if sum.Produced == 0 || sum.Stored != sum.Produced || sum.TotalRows != sum.Produced {
+		t.Fatalf("produced %d, stored %d, total rows %d: want all equal and > 0 (the 700 older flows must not be consumed)",
+			sum.Produced, sum.Stored, sum.TotalRows)
+	}
+	if !strings.Contains(out.String(), "Kafka at "+strings.Join(brokers, ",")) {
+		t.Errorf("the header does not name the given brokers:\n%s", out.String())
+	}
+}

@@ -1,0 +1,263 @@
+package demo
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/spendletonliveaction/flow-pipeline/internal/pgserver"
+)
+
+// ExampleQueries are printed at start for psql; the tests run them
+// against the demo's schema.
+var ExampleQueries = []struct{ Title, SQL string }{
+	{"flows and traffic per minute (bytes scaled by the sampling rate)",
+		"SELECT date_trunc('minute', time_received) AS minute, count(*) AS flows, sum(bytes_scaled) * 8 / 60 AS bits_per_s FROM flows_scaled WHERE time_received > now() - interval '10 minutes' GROUP BY 1 ORDER BY 1;"},
+	{"top talkers of the last 5 minutes",
+		"SELECT src_addr, dst_addr, sum(bytes_scaled) AS bytes, count(*) AS flows FROM flows_scaled WHERE time_received > now() - interval '5 minutes' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10;"},
+	{"AS pairs from the 5-minute rollup (sampled bytes)",
+		"SELECT timeslot, src_as, dst_as, sum(flows) AS flows, sum(bytes) AS sampled_bytes FROM flows_5m GROUP BY 1, 2, 3 ORDER BY 1 DESC, 5 DESC LIMIT 10;"},
+}
+
+// view prints the demo's state, read back from PostgreSQL.
+type view struct {
+	out      io.Writer
+	live     bool // redraw in place
+	window   time.Duration
+	group    string
+	seeded   uint64 // sum of the group's start offsets
+	start    time.Time
+	brokers  []string
+	embedded bool
+	dsn      string
+	pg       *pgserver.Server
+
+	lines      int // lines of the last live frame, to move back over
+	refreshes  int
+	lastStored uint64
+	lastT      time.Time
+}
+
+func (v *view) header(rowsBefore uint64, rate float64) {
+	w := v.out
+	kafka := "Kafka at " + strings.Join(v.brokers, ",")
+	if v.embedded {
+		kafka = "in-process Kafka broker on " + strings.Join(v.brokers, ",")
+	}
+	where := "PostgreSQL"
+	if v.pg != nil {
+		where = fmt.Sprintf("private PostgreSQL on 127.0.0.1:%d", v.pg.Port())
+	}
+	fmt.Fprintf(w, "\nflow-pipeline demo: mocker (%s flows/s) -> %s -> inserter -> %s\n", humanCount(rate), kafka, where)
+	if rowsBefore > 0 {
+		fmt.Fprintf(w, "The flows table already holds %s rows from earlier runs (-reset starts afresh); the counts below are this run's.\n", thousands(rowsBefore))
+	}
+	dsn := v.dsn
+	if v.pg != nil {
+		dsn = strings.TrimSuffix(dsn, "?sslmode=disable")
+	}
+	fmt.Fprintf(w, "\nConnect while it runs:\n  psql %q\n", dsn)
+	if _, err := exec.LookPath("psql"); err != nil {
+		fmt.Fprintf(w, "  (psql is not on PATH: apt-get install postgresql-client)\n")
+	}
+	fmt.Fprintf(w, "and try:\n")
+	for _, q := range ExampleQueries {
+		fmt.Fprintf(w, "  -- %s\n  %s\n", q.Title, q.SQL)
+	}
+	fmt.Fprintln(w)
+}
+
+type talker struct {
+	name  string
+	bytes int64
+	flows int64
+}
+
+type snapshot struct {
+	stored      uint64 // flows this run committed, from kafka_offsets
+	windowFlows int64
+	windowBytes int64
+	since       time.Time
+	srcs, dsts  []talker
+	asPairs     []talker
+}
+
+// snapshot reads the state from PostgreSQL in one round trip. The top
+// lists cover the last window of this run only.
+func (v *view) snapshot(ctx context.Context, conn *pgx.Conn, now time.Time) (snapshot, error) {
+	s := snapshot{since: now.Add(-v.window)}
+	if s.since.Before(v.start) {
+		s.since = v.start
+	}
+	var b pgx.Batch
+	b.Queue("SELECT coalesce(sum(next_offset), 0)::bigint FROM kafka_offsets WHERE consumer_group = $1", v.group).QueryRow(func(r pgx.Row) error {
+		var n int64
+		err := r.Scan(&n)
+		s.stored = uint64(max(n, 0)) - min(v.seeded, uint64(max(n, 0)))
+		return err
+	})
+	b.Queue("SELECT count(*), coalesce(sum(bytes_scaled), 0)::bigint FROM flows_scaled WHERE time_received >= $1", s.since).QueryRow(func(r pgx.Row) error {
+		return r.Scan(&s.windowFlows, &s.windowBytes)
+	})
+	top := func(sql string, dst *[]talker) {
+		b.Queue(sql, s.since).Query(func(rows pgx.Rows) error {
+			var t talker
+			_, err := pgx.ForEachRow(rows, []any{&t.name, &t.bytes, &t.flows}, func() error {
+				*dst = append(*dst, t)
+				return nil
+			})
+			return err
+		})
+	}
+	// Bytes are scaled by the sampling rate (view flows_scaled). Separate
+	// queries beat one GROUPING SETS scan here (BenchmarkSnapshot).
+	top(`SELECT host(src_addr), sum(bytes_scaled)::bigint AS b, count(*) FROM flows_scaled
+WHERE time_received >= $1 AND src_addr IS NOT NULL GROUP BY src_addr ORDER BY b DESC LIMIT 5`, &s.srcs)
+	top(`SELECT host(dst_addr), sum(bytes_scaled)::bigint AS b, count(*) FROM flows_scaled
+WHERE time_received >= $1 AND dst_addr IS NOT NULL GROUP BY dst_addr ORDER BY b DESC LIMIT 5`, &s.dsts)
+	top(`SELECT 'AS' || src_as || ' -> AS' || dst_as, sum(bytes_scaled)::bigint AS b, count(*) FROM flows_scaled
+WHERE time_received >= $1 GROUP BY src_as, dst_as ORDER BY b DESC LIMIT 5`, &s.asPairs)
+	err := conn.SendBatch(ctx, &b).Close()
+	return s, err
+}
+
+// refresh reads and prints one frame; final prints every block, below
+// whatever came before.
+func (v *view) refresh(ctx context.Context, conn *pgx.Conn, produced uint64, final bool) {
+	now := time.Now()
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s, err := v.snapshot(qctx, conn, now)
+	if err != nil {
+		if ctx.Err() == nil {
+			fmt.Fprintf(v.out, "reading the view from PostgreSQL failed: %v\n", err)
+			v.lines = 0
+		}
+		return
+	}
+	v.refreshes++
+	rate := 0.0
+	if !v.lastT.IsZero() && now.Sub(v.lastT) > 0 && s.stored >= v.lastStored {
+		rate = float64(s.stored-v.lastStored) / now.Sub(v.lastT).Seconds()
+	}
+	v.lastStored, v.lastT = s.stored, now
+	lag := int64(produced) - int64(s.stored)
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "[%6.1fs] produced %s  stored %s  lag %s  %s flows/s  traffic %s",
+		now.Sub(v.start).Seconds(), thousands(produced), thousands(s.stored), thousands(uint64(max(lag, 0))),
+		humanCount(rate), humanBits(float64(s.windowBytes)*8/max(now.Sub(s.since).Seconds(), 1)))
+	b.WriteByte('\n')
+	if v.live || final || v.refreshes%5 == 0 {
+		span := now.Sub(s.since).Round(time.Second)
+		fmt.Fprintf(&b, "\nTop sources by bytes (last %s, scaled by sampling rate)\n", span)
+		writeTop(&b, s.srcs, s.windowBytes)
+		fmt.Fprintf(&b, "Top destinations by bytes (last %s)\n", span)
+		writeTop(&b, s.dsts, s.windowBytes)
+		fmt.Fprintf(&b, "Top AS pairs by bytes (last %s)\n", span)
+		writeTop(&b, s.asPairs, s.windowBytes)
+		b.WriteByte('\n')
+	}
+	frame := b.String()
+	if v.live && !final && v.lines > 0 {
+		// Back to the first line of the previous frame, and clear below.
+		fmt.Fprintf(v.out, "\x1b[%dA\r\x1b[J", v.lines)
+	}
+	io.WriteString(v.out, frame)
+	v.lines = strings.Count(frame, "\n")
+	if final {
+		v.lines = 0
+	}
+}
+
+func writeTop(b *strings.Builder, ts []talker, total int64) {
+	if len(ts) == 0 {
+		b.WriteString("  (nothing stored yet)\n")
+		return
+	}
+	for i, t := range ts {
+		share := 0.0
+		if total > 0 {
+			share = 100 * float64(t.bytes) / float64(total)
+		}
+		fmt.Fprintf(b, "  %d  %-32s %10s %6.1f%%  %8s flows\n", i+1, t.name, humanBytes(float64(t.bytes)), share, thousands(uint64(t.flows)))
+	}
+}
+
+// drain waits until the inserter has stored every produced flow (as
+// PostgreSQL's offsets say), or timeout.
+func (v *view) drain(conn *pgx.Conn, produced uint64, timeout time.Duration, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	printed := false
+	for {
+		s, err := v.snapshot(ctx, conn, time.Now())
+		if err == nil && s.stored >= produced {
+			return
+		}
+		if !printed {
+			fmt.Fprintf(v.out, "stopping: the mocker stopped at %s flows; waiting up to %s for the inserter to store the rest...\n", thousands(produced), timeout)
+			v.lines = 0
+			printed = true
+		}
+		select {
+		case <-ctx.Done():
+			logger.Warn("the inserter did not store every produced flow in time", "produced", produced, "stored", s.stored, "timeout", timeout)
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (v *view) final(sum Summary) {
+	fmt.Fprintf(v.out, "%s\n", sum)
+	fmt.Fprintf(v.out, "(%s; the inserter committed %d; the flows table holds %s rows in all)\n",
+		sum.Elapsed.Round(100*time.Millisecond), sum.Committed, thousands(sum.TotalRows))
+	if v.pg != nil {
+		fmt.Fprintf(v.out, "The data stays in %s for the next run (-reset starts afresh).\n", v.pg.DataDir())
+	}
+}
+
+// thousands formats n with comma separators: 1,234,567.
+func thousands(n uint64) string {
+	s := strconv.FormatUint(n, 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func scaled(v float64, units []string) string {
+	i := 0
+	for v >= 999.5 && i < len(units)-1 {
+		v /= 1000
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%.0f%s", v, units[0])
+	}
+	return fmt.Sprintf("%.1f%s", v, units[i])
+}
+
+// humanCount: 950, 12.3k, 4.5M.
+func humanCount(v float64) string { return scaled(v, []string{"", "k", "M", "G", "T"}) }
+
+// humanBytes: decimal units, as link speeds are.
+func humanBytes(v float64) string {
+	return scaled(v, []string{" B", " kB", " MB", " GB", " TB", " PB"})
+}
+
+func humanBits(v float64) string {
+	return scaled(v, []string{" bit/s", " kbit/s", " Mbit/s", " Gbit/s", " Tbit/s"})
+}
