@@ -1,0 +1,82 @@
+package inserter
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Reasons a record is rejected, the reason label of
+// flowpipeline_inserter_records_invalid_total.
+const (
+	ReasonEmpty        = "empty"         // zero-length record value
+	ReasonBadLength    = "bad_length"    // unreadable varint length prefix
+	ReasonTooLarge     = "too_large"     // length prefix above pb.MaxMessageSize
+	ReasonTruncated    = "truncated"     // record shorter than a frame's length prefix
+	ReasonBadMessage   = "bad_message"   // frame is not a FlowMessage
+	ReasonInvalidField = "invalid_field" // parses, but a field cannot be stored (see pgsink.ValidateFlow)
+)
+
+var allReasons = []string{ReasonEmpty, ReasonBadLength, ReasonTooLarge, ReasonTruncated, ReasonBadMessage, ReasonInvalidField}
+
+type metrics struct {
+	flowsStored      prometheus.Counter
+	recordsConsumed  prometheus.Counter
+	recordsInvalid   *prometheus.CounterVec
+	recordsSkipped   prometheus.Counter
+	zeroSampling     prometheus.Counter
+	batchFlows       prometheus.Histogram
+	batchSeconds     prometheus.Histogram
+	lag              *prometheus.GaugeVec
+	pgErrors         *prometheus.CounterVec
+	kafkaErrors      prometheus.Counter
+	dlqRecords       prometheus.Counter
+	dlqErrors        prometheus.Counter
+	partitionsDroped prometheus.Counter
+	ready            prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	const ns, sub = "flowpipeline", "inserter"
+	m := &metrics{
+		flowsStored: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "flows_stored_total",
+			Help: "Flows committed to PostgreSQL."}),
+		recordsConsumed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_consumed_total",
+			Help: "Kafka records read, valid or not."}),
+		recordsInvalid: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_invalid_total",
+			Help: "Kafka records rejected whole, by reason; none of their flows is stored."}, []string{"reason"}),
+		recordsSkipped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_already_stored_total",
+			Help: "Records not written because PostgreSQL already held them (a rebalance overlap); proof the duplicate guard worked."}),
+		zeroSampling: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "flows_zero_sampling_rate_total",
+			Help: "Stored flows whose sampling_rate is 0; queries scale them as 1."}),
+		batchFlows: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "batch_size_flows",
+			Help: "Flows per committed batch.", Buckets: prometheus.ExponentialBuckets(10, 4, 8)}),
+		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "batch_duration_seconds",
+			Help: "Time to commit one batch (COPY, rollup, offsets), retries included.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "consumer_lag_records",
+			Help: "High water mark minus the next offset committed to PostgreSQL, per owned partition."}, []string{"topic", "partition"}),
+		pgErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "postgres_errors_total",
+			Help: "Failed PostgreSQL operations, by operation; writes are retried."}, []string{"op"}),
+		kafkaErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "kafka_errors_total",
+			Help: "Errors from the Kafka consumer group (connection, rebalance); it reconnects."}),
+		dlqRecords: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dlq_records_total",
+			Help: "Rejected records copied to the dead-letter topic."}),
+		dlqErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dlq_errors_total",
+			Help: "Rejected records that could not be copied to the dead-letter topic."}),
+		partitionsDroped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "partitions_dropped_total",
+			Help: "Daily partitions of flows dropped by -postgres.retention."}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "ready",
+			Help: "1 when the schema exists, the consumer group has partitions or is waiting for them, and the last write succeeded."}),
+	}
+	for _, r := range allReasons {
+		m.recordsInvalid.WithLabelValues(r)
+	}
+	for _, op := range []string{"connect", "schema", "partition", "write", "offsets", "retention"} {
+		m.pgErrors.WithLabelValues(op)
+	}
+	for _, c := range []prometheus.Collector{m.flowsStored, m.recordsConsumed, m.recordsInvalid, m.recordsSkipped, m.zeroSampling,
+		m.batchFlows, m.batchSeconds, m.lag, m.pgErrors, m.kafkaErrors, m.dlqRecords, m.dlqErrors, m.partitionsDroped, m.ready} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

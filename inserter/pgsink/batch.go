@@ -1,0 +1,137 @@
+package pgsink
+
+import (
+	"encoding/binary"
+	"slices"
+	"time"
+
+	"github.com/spendletonliveaction/flow-pipeline/pb"
+)
+
+// Batch holds the flows of consecutive records of one Kafka partition,
+// already encoded as binary COPY rows, so the writer only streams bytes.
+// Records are added whole (BeginRecord, AddFlow..., then EndRecord or
+// AbortRecord), so a record never half-lands.
+type Batch struct {
+	Topic     string
+	Partition int32
+	// Start is where consumption of this batch began: the previous batch's
+	// End, or the claim's initial offset. The sink refuses a batch starting
+	// after the stored offset, since records in between would be lost.
+	Start int64
+	// End is the offset after the last record added: what kafka_offsets
+	// holds once the batch is committed.
+	End int64
+	// HighWater is the partition's high water mark when the batch was
+	// closed, for the lag metric.
+	HighWater int64
+
+	rows    []byte   // binary COPY tuples, no header or trailer
+	rollups []rollup // one per flow, aggregated at write time
+	records []record // one per record, to skip a prefix already stored
+	days    map[int64]struct{}
+	flows   int
+	// Owner is opaque to the sink; the inserter uses it to acknowledge the
+	// batch to the consumer session that produced it.
+	Owner any
+
+	cur     record
+	lastDay int64
+}
+
+type record struct {
+	offset  int64
+	rowPos  int
+	rollPos int
+}
+
+type rollup struct {
+	slot           int64
+	srcAS, dstAS   uint32
+	etype          uint32
+	bytes, packets uint64
+}
+
+// NewBatch returns an empty batch for topic/partition.
+func NewBatch(topic string, partition int32) *Batch {
+	b := &Batch{days: map[int64]struct{}{}}
+	b.Reset(topic, partition)
+	return b
+}
+
+// Grow makes room for flows more flows, so a batch filled up to its flush
+// threshold never reallocates (doubling would leave up to half unused).
+func (b *Batch) Grow(flows int) {
+	const rowSize = 240 // an IPv6 row is about 230 bytes encoded
+	b.rows = slices.Grow(b.rows, flows*rowSize)
+	b.rollups = slices.Grow(b.rollups, flows)
+	b.records = slices.Grow(b.records, flows)
+}
+
+// Reset empties b for reuse, keeping its buffers.
+func (b *Batch) Reset(topic string, partition int32) {
+	b.Topic, b.Partition = topic, partition
+	b.Start, b.End, b.HighWater = 0, 0, 0
+	b.rows = b.rows[:0]
+	b.rollups = b.rollups[:0]
+	b.records = b.records[:0]
+	clear(b.days)
+	b.lastDay = -1
+	b.flows = 0
+	b.Owner = nil
+}
+
+// Flows is the number of flows in the batch.
+func (b *Batch) Flows() int { return b.flows }
+
+// Records is the number of Kafka records (valid or not) in the batch.
+func (b *Batch) Records() int { return len(b.records) }
+
+// Bytes is the size of the encoded rows.
+func (b *Batch) Bytes() int { return len(b.rows) }
+
+// BeginRecord starts the record at offset.
+func (b *Batch) BeginRecord(offset int64) {
+	b.cur = record{offset: offset, rowPos: len(b.rows), rollPos: len(b.rollups)}
+}
+
+// AddFlow appends m, which must have passed ValidateFlow, to the current
+// record.
+func (b *Batch) AddFlow(m *pb.FlowMessage) {
+	b.rows = binary.BigEndian.AppendUint16(b.rows, uint16(len(columns)))
+	for i := range columns {
+		b.rows = columns[i].put(b.rows, m)
+	}
+	slot := Timeslot(m.TimeReceivedNs)
+	b.rollups = append(b.rollups, rollup{slot: slot, srcAS: m.SrcAs, dstAS: m.DstAs, etype: m.Etype, bytes: m.Bytes, packets: m.Packets})
+	// Flows arrive in time order: only touch the map when the day changes.
+	if day := slot - slot%86400; day != b.lastDay {
+		b.days[day] = struct{}{}
+		b.lastDay = day
+	}
+}
+
+// EndRecord keeps the current record's flows. A record with no valid flow
+// (rejected) still ends here, so its offset is committed with the batch.
+func (b *Batch) EndRecord() {
+	b.records = append(b.records, b.cur)
+	b.flows = len(b.rollups)
+	b.End = b.cur.offset + 1
+}
+
+// AbortRecord drops the flows added since BeginRecord; the record still
+// counts as consumed.
+func (b *Batch) AbortRecord() {
+	b.rows = b.rows[:b.cur.rowPos]
+	b.rollups = b.rollups[:b.cur.rollPos]
+	b.EndRecord()
+}
+
+// Days lists the UTC days (Unix seconds at midnight) the batch's rows fall in.
+func (b *Batch) Days() []time.Time {
+	out := make([]time.Time, 0, len(b.days))
+	for d := range b.days {
+		out = append(out, time.Unix(d, 0).UTC())
+	}
+	return out
+}

@@ -1,0 +1,230 @@
+// Package pgsink writes decoded flows to PostgreSQL: the schema, the binary
+// COPY encoding of a batch, and the exactly-once transaction that stores a
+// batch together with the Kafka offsets it covers.
+package pgsink
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/spendletonliveaction/flow-pipeline/pb"
+)
+
+// column is one column of the flows table. The CREATE TABLE, the COPY
+// column list and the row encoder all derive from the columns table below,
+// so a column is added in exactly one place.
+type column struct {
+	name string
+	typ  string // PostgreSQL type, as written in the DDL
+	put  func(dst []byte, m *pb.FlowMessage) []byte
+}
+
+// pgEpochMicros is 2000-01-01 00:00:00 UTC in Unix microseconds: the origin
+// of PostgreSQL's binary timestamps.
+const pgEpochMicros = 946684800 * 1_000_000
+
+var columns = []column{
+	{"time_received", "timestamptz NOT NULL", func(b []byte, m *pb.FlowMessage) []byte { return putTime(b, m.TimeReceivedNs) }},
+	{"time_flow_start", "timestamptz", func(b []byte, m *pb.FlowMessage) []byte { return putTime(b, m.TimeFlowStartNs) }},
+	{"time_flow_end", "timestamptz", func(b []byte, m *pb.FlowMessage) []byte { return putTime(b, m.TimeFlowEndNs) }},
+	{"type", "smallint", func(b []byte, m *pb.FlowMessage) []byte { return putInt2(b, int16(m.Type)) }},
+	{"sequence_num", "bigint", func(b []byte, m *pb.FlowMessage) []byte { return putInt8(b, int64(m.SequenceNum)) }},
+	{"sampling_rate", "bigint", func(b []byte, m *pb.FlowMessage) []byte { return putInt8(b, int64(m.SamplingRate)) }},
+	{"sampler_address", "inet", func(b []byte, m *pb.FlowMessage) []byte { return putInet(b, m.SamplerAddress) }},
+	{"src_addr", "inet", func(b []byte, m *pb.FlowMessage) []byte { return putInet(b, m.SrcAddr) }},
+	{"dst_addr", "inet", func(b []byte, m *pb.FlowMessage) []byte { return putInet(b, m.DstAddr) }},
+	{"src_as", "bigint", func(b []byte, m *pb.FlowMessage) []byte { return putInt8(b, int64(m.SrcAs)) }},
+	{"dst_as", "bigint", func(b []byte, m *pb.FlowMessage) []byte { return putInt8(b, int64(m.DstAs)) }},
+	{"etype", "integer", func(b []byte, m *pb.FlowMessage) []byte { return putInt4(b, int32(m.Etype)) }},
+	{"proto", "smallint", func(b []byte, m *pb.FlowMessage) []byte { return putInt2(b, int16(m.Proto)) }},
+	{"src_port", "integer", func(b []byte, m *pb.FlowMessage) []byte { return putInt4(b, int32(m.SrcPort)) }},
+	{"dst_port", "integer", func(b []byte, m *pb.FlowMessage) []byte { return putInt4(b, int32(m.DstPort)) }},
+	{"tcp_flags", "integer", func(b []byte, m *pb.FlowMessage) []byte { return putInt4(b, int32(m.TcpFlags)) }},
+	{"in_if", "bigint", func(b []byte, m *pb.FlowMessage) []byte { return putInt8(b, int64(m.InIf)) }},
+	{"out_if", "bigint", func(b []byte, m *pb.FlowMessage) []byte { return putInt8(b, int64(m.OutIf)) }},
+	{"bytes", "bigint", func(b []byte, m *pb.FlowMessage) []byte { return putInt8(b, int64(m.Bytes)) }},
+	{"packets", "bigint", func(b []byte, m *pb.FlowMessage) []byte { return putInt8(b, int64(m.Packets)) }},
+}
+
+// ColumnNames lists the flows columns in table order.
+func ColumnNames() []string {
+	names := make([]string, len(columns))
+	for i, c := range columns {
+		names[i] = c.name
+	}
+	return names
+}
+
+// ValidateFlow checks that every field of m fits its column, so a batch
+// never fails in the database because of one message. Callers reject the
+// whole record on error.
+func ValidateFlow(m *pb.FlowMessage, now time.Time) error {
+	// time_received partitions the table: it must be set and plausible, which
+	// also rejects random bytes that happen to parse as protobuf.
+	if m.TimeReceivedNs == 0 {
+		return fmt.Errorf("time_received_ns is not set")
+	}
+	if m.TimeReceivedNs < minTimeNs || m.TimeReceivedNs > uint64(now.Add(maxFuture).UnixNano()) {
+		return fmt.Errorf("time_received_ns %d is not between 2000-01-01 and now + %s", m.TimeReceivedNs, maxFuture)
+	}
+	for _, f := range [...]struct {
+		name string
+		v    uint64
+		max  uint64
+	}{
+		{"time_flow_start_ns", m.TimeFlowStartNs, math.MaxInt64},
+		{"time_flow_end_ns", m.TimeFlowEndNs, math.MaxInt64},
+		{"sampling_rate", m.SamplingRate, math.MaxUint32},
+		// 2^48 bytes in one sampled flow is already absurd; the bound keeps
+		// flows_5m sums far from overflowing bigint, which would fail the
+		// batch forever.
+		{"bytes", m.Bytes, maxCounter},
+		{"packets", m.Packets, maxCounter},
+	} {
+		if f.v > f.max {
+			return fmt.Errorf("%s %d exceeds %d", f.name, f.v, f.max)
+		}
+	}
+	for _, f := range [...]struct {
+		name string
+		v    []byte
+	}{
+		{"sampler_address", m.SamplerAddress},
+		{"src_addr", m.SrcAddr},
+		{"dst_addr", m.DstAddr},
+	} {
+		if n := len(f.v); n != 0 && n != 4 && n != 16 {
+			return fmt.Errorf("%s has %d bytes, want 0, 4 or 16", f.name, n)
+		}
+	}
+	for _, f := range [...]struct {
+		name string
+		v    uint32
+		max  uint32
+	}{
+		{"type", uint32(m.Type), math.MaxInt16},
+		{"proto", m.Proto, 255},
+		{"src_port", m.SrcPort, 65535},
+		{"dst_port", m.DstPort, 65535},
+		{"etype", m.Etype, 65535},
+		{"tcp_flags", m.TcpFlags, 65535},
+	} {
+		if f.v > f.max {
+			return fmt.Errorf("%s %d exceeds %d", f.name, f.v, f.max)
+		}
+	}
+	return nil
+}
+
+const (
+	maxFuture  = 24 * time.Hour
+	maxCounter = 1 << 48
+)
+
+var minTimeNs = uint64(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+
+func putInt2(b []byte, v int16) []byte {
+	b = binary.BigEndian.AppendUint32(b, 2)
+	return binary.BigEndian.AppendUint16(b, uint16(v))
+}
+
+func putInt4(b []byte, v int32) []byte {
+	b = binary.BigEndian.AppendUint32(b, 4)
+	return binary.BigEndian.AppendUint32(b, uint32(v))
+}
+
+func putInt8(b []byte, v int64) []byte {
+	b = binary.BigEndian.AppendUint32(b, 8)
+	return binary.BigEndian.AppendUint64(b, uint64(v))
+}
+
+// putTime stores Unix nanoseconds as timestamptz; 0 means "not sent" and
+// becomes NULL rather than 1970-01-01.
+func putTime(b []byte, ns uint64) []byte {
+	if ns == 0 {
+		return binary.BigEndian.AppendUint32(b, math.MaxUint32) // -1: NULL
+	}
+	return putInt8(b, int64(ns/1000)-pgEpochMicros)
+}
+
+// putInet stores 4 bytes as an IPv4 inet (never the ::ffff: mapped form) and
+// 16 bytes as IPv6; an empty address is NULL.
+func putInet(b []byte, addr []byte) []byte {
+	const afInet, afInet6 = 2, 3 // PostgreSQL's own family codes
+	switch len(addr) {
+	case 4:
+		b = binary.BigEndian.AppendUint32(b, 8)
+		b = append(b, afInet, 32, 0, 4)
+	case 16:
+		b = binary.BigEndian.AppendUint32(b, 20)
+		b = append(b, afInet6, 128, 0, 16)
+	default:
+		return binary.BigEndian.AppendUint32(b, math.MaxUint32)
+	}
+	return append(b, addr...)
+}
+
+// AddrOf converts a wire address to netip.Addr the way the table stores it:
+// 4 bytes stay IPv4. Tests and queries use it to compute expected values.
+func AddrOf(b []byte) (netip.Addr, bool) {
+	switch len(b) {
+	case 4:
+		return netip.AddrFrom4([4]byte(b)), true
+	case 16:
+		return netip.AddrFrom16([16]byte(b)), true
+	}
+	return netip.Addr{}, false
+}
+
+// Timeslot is the 5-minute bucket of flows_5m for a time_received.
+func Timeslot(ns uint64) int64 {
+	s := int64(ns / 1e9)
+	return s - s%300
+}
+
+// ddl creates everything the sink needs. Each statement is idempotent; the
+// caller runs them under an advisory lock so concurrent inserters starting
+// at once do not race on the catalog.
+func ddl() []string {
+	var cols []string
+	for _, c := range columns {
+		cols = append(cols, "  "+c.name+" "+c.typ)
+	}
+	return []string{
+		"CREATE TABLE IF NOT EXISTS flows (\n" + strings.Join(cols, ",\n") + "\n) PARTITION BY RANGE (time_received)",
+		// Rows arrive roughly in time order and are never updated: a BRIN
+		// index is tiny and cheap to maintain during COPY.
+		"CREATE INDEX IF NOT EXISTS flows_time_received_brin ON flows USING brin (time_received)",
+		`CREATE TABLE IF NOT EXISTS flows_5m (
+  timeslot timestamptz NOT NULL,
+  src_as bigint NOT NULL,
+  dst_as bigint NOT NULL,
+  etype integer NOT NULL,
+  bytes bigint NOT NULL,
+  packets bigint NOT NULL,
+  flows bigint NOT NULL,
+  PRIMARY KEY (timeslot, src_as, dst_as, etype)
+)`,
+		`CREATE TABLE IF NOT EXISTS kafka_offsets (
+  consumer_group text NOT NULL,
+  topic text NOT NULL,
+  partition integer NOT NULL,
+  next_offset bigint NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (consumer_group, topic, partition)
+)`,
+		// The one place that states the sampling rule: counts are stored as
+		// sent, and a sampling_rate of 0 (NetFlow v5, v9 without options)
+		// counts as 1.
+		`CREATE OR REPLACE VIEW flows_scaled AS
+SELECT *, bytes * greatest(sampling_rate, 1) AS bytes_scaled,
+       packets * greatest(sampling_rate, 1) AS packets_scaled
+FROM flows`,
+		"COMMENT ON COLUMN flows.bytes IS 'sampled bytes as sent by the exporter; multiply by greatest(sampling_rate, 1), see view flows_scaled'",
+		"COMMENT ON COLUMN flows_5m.bytes IS 'sum of sampled bytes as sent (not scaled by sampling_rate)'",
+	}
+}

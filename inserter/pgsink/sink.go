@@ -1,0 +1,388 @@
+package pgsink
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// schemaLockKey serializes DDL (schema, partitions, retention) between
+// inserters sharing a database; any constant works, this one spells "flowpipe".
+const schemaLockKey int64 = 0x666c6f7770697065
+
+// Config configures a Sink.
+type Config struct {
+	// DSN is a libpq connection string or URL.
+	DSN string
+	// Group is the Kafka consumer group: the first key of kafka_offsets.
+	Group string
+	// MaxConns bounds the connection pool (default 3): one per concurrent
+	// Write plus one for DDL and retention.
+	MaxConns int32
+}
+
+// Error is a failed database operation; Op ("connect", "schema",
+// "partition", "write", "offsets", "retention") labels the error metric.
+type Error struct {
+	Op  string
+	Err error
+}
+
+func (e *Error) Error() string { return "postgres " + e.Op + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+func opErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Op: op, Err: err}
+}
+
+// Sink stores batches in PostgreSQL. Its methods are safe for concurrent
+// use; concurrent Writes of one partition's batches must be avoided by the
+// caller (they would be refused with ErrGap, never stored twice).
+type Sink struct {
+	cfg    Config
+	pool   *pgxpool.Pool
+	logger *slog.Logger
+
+	mu         sync.Mutex
+	partitions map[int64]bool // days known to have a partition
+}
+
+// New prepares a Sink. It does not connect: call Ping or CreateSchema.
+func New(cfg Config, logger *slog.Logger) (*Sink, error) {
+	if cfg.Group == "" {
+		return nil, errors.New("pgsink: the consumer group must not be empty; it keys the offsets table")
+	}
+	pcfg, err := pgxpool.ParseConfig(cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("postgres DSN: %w; use a libpq string (host=... dbname=...) or a postgres:// URL", err)
+	}
+	pcfg.MaxConns = 3
+	if cfg.MaxConns > 0 {
+		pcfg.MaxConns = cfg.MaxConns
+	}
+	pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres pool: %w", err)
+	}
+	return &Sink{cfg: cfg, pool: pool, logger: logger, partitions: map[int64]bool{}}, nil
+}
+
+// Close closes the connections.
+func (s *Sink) Close() { s.pool.Close() }
+
+// Ping checks that the database answers.
+func (s *Sink) Ping(ctx context.Context) error {
+	return opErr("connect", s.pool.Ping(ctx))
+}
+
+// CreateSchema creates the tables, index and view if absent. It is
+// idempotent and safe with several inserters starting at once.
+func (s *Sink) CreateSchema(ctx context.Context) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", schemaLockKey); err != nil {
+			return err
+		}
+		for _, stmt := range ddl() {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("%s: %w", firstLine(stmt), err)
+			}
+		}
+		return nil
+	})
+	return opErr("schema", err)
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// StoredOffsets returns the next offset to consume for each partition of
+// topic that has one stored.
+func (s *Sink) StoredOffsets(ctx context.Context, topic string) (map[int32]int64, error) {
+	rows, err := s.pool.Query(ctx, "SELECT partition, next_offset FROM kafka_offsets WHERE consumer_group = $1 AND topic = $2", s.cfg.Group, topic)
+	if err != nil {
+		return nil, opErr("offsets", err)
+	}
+	out := map[int32]int64{}
+	var p int32
+	var off int64
+	_, err = pgx.ForEachRow(rows, []any{&p, &off}, func() error {
+		out[p] = off
+		return nil
+	})
+	return out, opErr("offsets", err)
+}
+
+func partitionName(day time.Time) string { return "flows_p" + day.Format("20060102") }
+
+// ensurePartitions creates the daily partitions the batch needs before the
+// data transaction, so COPY never meets a missing partition and the data
+// transaction never takes the parent's DDL lock.
+func (s *Sink) ensurePartitions(ctx context.Context, days []time.Time) error {
+	s.mu.Lock()
+	var missing []time.Time
+	for _, d := range days {
+		if !s.partitions[d.Unix()] {
+			missing = append(missing, d)
+		}
+	}
+	s.mu.Unlock()
+	if len(missing) == 0 {
+		return nil
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", schemaLockKey); err != nil {
+			return err
+		}
+		for _, d := range missing {
+			stmt := fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s PARTITION OF flows FOR VALUES FROM ('%s') TO ('%s')",
+				partitionName(d), d.Format(time.RFC3339), d.AddDate(0, 0, 1).Format(time.RFC3339))
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("create partition %s: %w", partitionName(d), err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return opErr("partition", err)
+	}
+	s.mu.Lock()
+	for _, d := range missing {
+		s.partitions[d.Unix()] = true
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Sink) forgetPartitions() {
+	s.mu.Lock()
+	clear(s.partitions)
+	s.mu.Unlock()
+}
+
+// ErrGap means a batch does not continue from the stored offset: writing
+// it would lose the records in between. The consumer must restart the
+// partition from the stored offset; retrying the batch cannot help.
+var ErrGap = errors.New("batch does not continue from the stored offset")
+
+// Result says what Write stored.
+type Result struct {
+	// Flows is the number of rows inserted.
+	Flows int
+	// SkippedRecords counts records of the batch that were already stored
+	// (their offset is below the stored next offset): a rebalance handed
+	// the partition to this inserter while another still wrote it.
+	SkippedRecords int
+}
+
+var copyHeader = []byte("PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+var copyTrailer = []byte{0xff, 0xff}
+
+// Write stores the batch's flows, their rollup and the partition's next
+// offset in one transaction. Records below the stored offset are skipped,
+// so a batch written twice, or by two inserters, lands once. On error
+// nothing is stored and the same batch can be retried.
+func (s *Sink) Write(ctx context.Context, b *Batch) (Result, error) {
+	if len(b.records) == 0 {
+		return Result{}, nil
+	}
+	if err := s.ensurePartitions(ctx, b.Days()); err != nil {
+		return Result{}, err
+	}
+	res, err := s.write(ctx, b)
+	if err != nil {
+		// A partition may have been dropped by retention since we cached it.
+		s.forgetPartitions()
+	}
+	return res, err
+}
+
+func (s *Sink) write(ctx context.Context, b *Batch) (Result, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return Result{}, opErr("connect", err)
+	}
+	defer conn.Release()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return Result{}, opErr("write", err)
+	}
+	defer tx.Rollback(context.Background())
+
+	// Lock the partition's offset row for the whole transaction: a second
+	// inserter writing the same partition waits here, then sees our offset.
+	var stored int64
+	var inserted bool
+	err = tx.QueryRow(ctx, `INSERT INTO kafka_offsets (consumer_group, topic, partition, next_offset)
+VALUES ($1, $2, $3, 0)
+ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = kafka_offsets.next_offset
+RETURNING next_offset, xmax = 0`, s.cfg.Group, b.Topic, b.Partition).Scan(&stored, &inserted)
+	if err != nil {
+		return Result{}, opErr("offsets", fmt.Errorf("lock the offset of %s/%d: %w", b.Topic, b.Partition, err))
+	}
+	if !inserted && b.Start > stored {
+		return Result{}, fmt.Errorf("%s/%d: batch starts at offset %d but PostgreSQL stores %d: %w", b.Topic, b.Partition, b.Start, stored, ErrGap)
+	}
+	first, _ := slices.BinarySearchFunc(b.records, stored, func(r record, off int64) int { return cmp.Compare(r.offset, off) })
+	res := Result{SkippedRecords: first}
+	if first == len(b.records) {
+		return res, nil // all already stored; rollback releases the lock
+	}
+	if first > 0 {
+		s.logger.Warn("skipping records another inserter already stored", "topic", b.Topic, "partition", b.Partition, "records", first, "stored_next_offset", stored)
+	} else if b.records[0].offset > stored && stored > 0 {
+		s.logger.Warn("offset gap: records between the stored offset and this batch were not seen, probably deleted by Kafka retention",
+			"topic", b.Topic, "partition", b.Partition, "stored_next_offset", stored, "batch_first_offset", b.records[0].offset)
+	}
+	rowPos, rollPos := b.records[first].rowPos, b.records[first].rollPos
+	rows := b.rows[rowPos:]
+	if len(rows) > 0 {
+		r := io.MultiReader(bytes.NewReader(copyHeader), bytes.NewReader(rows), bytes.NewReader(copyTrailer))
+		tag, err := tx.Conn().PgConn().CopyFrom(ctx, r, copySQL)
+		if err != nil {
+			return Result{}, opErr("write", fmt.Errorf("COPY into flows: %w", err))
+		}
+		res.Flows = int(tag.RowsAffected())
+		if want := len(b.rollups) - rollPos; res.Flows != want {
+			return Result{}, opErr("write", fmt.Errorf("COPY stored %d rows, want %d", res.Flows, want))
+		}
+		if err := upsertRollup(ctx, tx, b.rollups[rollPos:]); err != nil {
+			return Result{}, opErr("write", err)
+		}
+	}
+	if _, err := tx.Exec(ctx, "UPDATE kafka_offsets SET next_offset = $4, updated_at = now() WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
+		s.cfg.Group, b.Topic, b.Partition, b.End); err != nil {
+		return Result{}, opErr("offsets", fmt.Errorf("store the offset of %s/%d: %w", b.Topic, b.Partition, err))
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return Result{}, opErr("write", fmt.Errorf("commit: %w", err))
+	}
+	return res, nil
+}
+
+var copySQL = "COPY flows (" + strings.Join(ColumnNames(), ", ") + ") FROM STDIN (FORMAT binary)"
+
+type rollupKey struct {
+	slot         int64
+	srcAS, dstAS uint32
+	etype        uint32
+}
+
+type rollupSum struct{ bytes, packets, flows uint64 }
+
+// upsertRollup adds the batch's flows to flows_5m. The batch is aggregated
+// here (a few hundred keys for tens of thousands of flows) rather than by
+// re-reading the rows. Keys are sorted so concurrent writers lock rollup
+// rows in the same order and cannot deadlock.
+func upsertRollup(ctx context.Context, tx pgx.Tx, rows []rollup) error {
+	agg := make(map[rollupKey]*rollupSum, 256)
+	for i := range rows {
+		r := &rows[i]
+		k := rollupKey{r.slot, r.srcAS, r.dstAS, r.etype}
+		s := agg[k]
+		if s == nil {
+			s = &rollupSum{}
+			agg[k] = s
+		}
+		s.bytes += r.bytes
+		s.packets += r.packets
+		s.flows++
+	}
+	keys := make([]rollupKey, 0, len(agg))
+	for k := range agg {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b rollupKey) int {
+		return cmp.Or(cmp.Compare(a.slot, b.slot), cmp.Compare(a.srcAS, b.srcAS), cmp.Compare(a.dstAS, b.dstAS), cmp.Compare(a.etype, b.etype))
+	})
+	n := len(keys)
+	slots, src, dst, bytes, packets, flows := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	etypes := make([]int32, n)
+	for i, k := range keys {
+		s := agg[k]
+		slots[i], src[i], dst[i], etypes[i] = k.slot, int64(k.srcAS), int64(k.dstAS), int32(k.etype)
+		bytes[i], packets[i], flows[i] = int64(s.bytes), int64(s.packets), int64(s.flows)
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO flows_5m AS r (timeslot, src_as, dst_as, etype, bytes, packets, flows)
+SELECT to_timestamp(u.slot), u.src, u.dst, u.etype, u.bytes, u.packets, u.flows
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::integer[], $5::bigint[], $6::bigint[], $7::bigint[])
+  AS u(slot, src, dst, etype, bytes, packets, flows)
+ON CONFLICT (timeslot, src_as, dst_as, etype) DO UPDATE
+SET bytes = r.bytes + EXCLUDED.bytes, packets = r.packets + EXCLUDED.packets, flows = r.flows + EXCLUDED.flows`,
+		slots, src, dst, etypes, bytes, packets, flows)
+	if err != nil {
+		return fmt.Errorf("update flows_5m: %w", err)
+	}
+	return nil
+}
+
+// DropExpired drops the daily partitions of flows that end at or before
+// cutoff, and the flows_5m rows before the same boundary, so the rollup
+// keeps matching the rows. It returns the dropped partitions.
+func (s *Sink) DropExpired(ctx context.Context, cutoff time.Time) ([]string, error) {
+	var dropped []string
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		dropped = dropped[:0]
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", schemaLockKey); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'flows'::regclass")
+		if err != nil {
+			return err
+		}
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		var boundary time.Time
+		for _, name := range names {
+			day, err := time.Parse("20060102", strings.TrimPrefix(name, "flows_p"))
+			if err != nil || !strings.HasPrefix(name, "flows_p") {
+				continue // not ours: leave it alone
+			}
+			end := day.AddDate(0, 0, 1)
+			if end.After(cutoff) {
+				continue
+			}
+			if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{name}.Sanitize()); err != nil {
+				return fmt.Errorf("drop %s: %w", name, err)
+			}
+			dropped = append(dropped, name)
+			if end.After(boundary) {
+				boundary = end
+			}
+		}
+		if !boundary.IsZero() {
+			if _, err := tx.Exec(ctx, "DELETE FROM flows_5m WHERE timeslot < $1", boundary); err != nil {
+				return fmt.Errorf("delete expired flows_5m rows: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, opErr("retention", err)
+	}
+	if len(dropped) > 0 {
+		s.forgetPartitions()
+	}
+	slices.Sort(dropped)
+	return dropped, nil
+}
