@@ -29,10 +29,16 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/spendletonliveaction/flow-pipeline/internal/proc"
 )
 
 // ErrNotFound means no PostgreSQL server binaries were found.
 var ErrNotFound = errors.New("PostgreSQL server binaries (initdb, postgres) not found")
+
+// ErrNoRunAsUser means we are root and Options.RunAs names no user to run
+// PostgreSQL as.
+var ErrNoRunAsUser = errors.New("no user to run PostgreSQL as")
 
 // installHint names the package that provides initdb and postgres.
 const installHint = "install the PostgreSQL server package (Debian/Ubuntu: apt-get install postgresql; Fedora: dnf install postgresql-server)"
@@ -60,9 +66,10 @@ type Options struct {
 	// RunAs is the OS user that runs the server when we are root
 	// (PostgreSQL refuses root); default "postgres". Ignored otherwise.
 	RunAs string
-	// NoSync trades crash safety for speed (initdb --no-sync, fsync=off):
-	// for throwaway servers. A server crash (Kill) still recovers; only an
-	// OS crash can lose data.
+	// NoSync trades crash safety for speed in a cluster this Server
+	// creates (initdb --no-sync, fsync = off in its postgresql.conf, where
+	// ALTER SYSTEM can still turn it on): for throwaway servers. A server
+	// crash (Kill) still recovers; only an OS crash can lose data.
 	NoSync bool
 	// StartTimeout bounds initdb plus the wait for connections (default
 	// 60s); StopTimeout bounds a fast shutdown before it kills (default 30s).
@@ -110,7 +117,7 @@ type Server struct {
 	mu      sync.Mutex
 	port    int
 	created bool // initdb ran in this process
-	p       *proc
+	p       *proc.Proc
 }
 
 // New checks opts and locates the binaries; it starts nothing. A missing
@@ -204,7 +211,7 @@ func credential(name string) (*syscall.Credential, error) {
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
-		return nil, fmt.Errorf("pgserver: running as root, and there is no %q user to run PostgreSQL as (it refuses root): create one (useradd --system %s) or run as an ordinary user", name, name)
+		return nil, fmt.Errorf("pgserver: %w: running as root, and there is no %q user (PostgreSQL refuses root): create one (useradd --system %s) or run as an ordinary user", ErrNoRunAsUser, name, name)
 	}
 	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
 	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
@@ -257,7 +264,7 @@ func (s *Server) Created() bool {
 func (s *Server) Running() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.p != nil && !s.p.exited()
+	return s.p.Running()
 }
 
 // Start initialises the data directory if needed, starts the server and
@@ -266,7 +273,7 @@ func (s *Server) Running() bool {
 func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.p != nil && !s.p.exited() {
+	if s.p.Running() {
 		return errors.New("pgserver: the server is already running")
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.StartTimeout)
@@ -275,9 +282,9 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	if s.port == 0 {
-		port, err := freePort()
+		port, err := proc.FreePort()
 		if err != nil {
-			return err
+			return fmt.Errorf("pgserver: %w", err)
 		}
 		s.port = port
 	} else if err := portFree(s.port); err != nil {
@@ -290,35 +297,23 @@ func (s *Server) Start(ctx context.Context) error {
 		"-p", strconv.Itoa(s.port),
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "unix_socket_directories="+s.dataDir)
-	if s.opts.NoSync {
-		cmd.Args = append(cmd.Args, "-c", "fsync=off")
-	}
 	cmd.Dir = s.dataDir
 	cmd.Env = cleanEnv()
-	p, err := startProc(cmd, s.opts.LogPath, s.cred)
+	p, err := proc.Start(cmd, s.opts.LogPath, s.cred)
 	if err != nil {
-		return fmt.Errorf("pgserver: start %s: %w", cmd.Path, err)
+		return fmt.Errorf("pgserver: %w", err)
 	}
 	s.p = p
-	for {
-		if p.exited() {
-			return fmt.Errorf("pgserver: PostgreSQL exited during start (%v); see %s\n%s", p.err, s.opts.LogPath, tail(s.opts.LogPath, 20))
-		}
-		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
-		err := ping(pctx, s.dsnLocked())
-		pcancel()
-		if err == nil {
-			s.logger.Info("PostgreSQL started", "port", s.port, "data_dir", s.dataDir, "created", s.created)
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			p.kill()
-			return fmt.Errorf("pgserver: PostgreSQL did not accept connections on 127.0.0.1:%d in time (last error: %v); see %s\n%s",
-				s.port, err, s.opts.LogPath, tail(s.opts.LogPath, 20))
-		case <-time.After(50 * time.Millisecond):
-		}
+	err = p.AwaitReady(ctx, 50*time.Millisecond, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		return ping(ctx, s.dsnLocked())
+	})
+	if err != nil {
+		return fmt.Errorf("pgserver: PostgreSQL did not start on 127.0.0.1:%d: %w\n%s", s.port, err, p.LogTail(20))
 	}
+	s.logger.Info("PostgreSQL started", "port", s.port, "data_dir", s.dataDir, "created", s.created)
+	return nil
 }
 
 func (s *Server) dsnLocked() string {
@@ -382,8 +377,37 @@ func (s *Server) prepare(ctx context.Context) error {
 		}
 		return fmt.Errorf("pgserver: initdb %s failed: %w\n%s", dir, err, bytes.TrimSpace(out))
 	}
+	if s.opts.NoSync {
+		if err := appendConf(dir, noSyncConf); err != nil {
+			return err
+		}
+	}
 	s.created = true
 	s.logger.Info("PostgreSQL cluster initialised", "data_dir", dir)
+	return nil
+}
+
+// noSyncConf goes into the postgresql.conf of a NoSync cluster. In the
+// file rather than on the command line, which would override ALTER SYSTEM.
+const noSyncConf = `
+# Written by pgserver (Options.NoSync): the data is thrown away. fsync only
+# protects against an OS crash or power loss: after a PostgreSQL crash (Kill)
+# written WAL is still in the page cache, so crash recovery still works.
+fsync = off
+`
+
+func appendConf(dataDir, conf string) error {
+	f, err := os.OpenFile(filepath.Join(dataDir, "postgresql.conf"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("pgserver: %w", err)
+	}
+	_, err = f.WriteString(conf)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("pgserver: write postgresql.conf: %w", err)
+	}
 	return nil
 }
 
@@ -438,10 +462,10 @@ func (s *Server) checkReachable(dir string) error {
 func (s *Server) Stop() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.p == nil || s.p.exited() {
+	if !s.p.Running() {
 		return errors.New("pgserver: the server is not running")
 	}
-	if !s.p.stop(syscall.SIGINT, s.opts.StopTimeout) {
+	if !s.p.Stop(syscall.SIGINT, s.opts.StopTimeout) {
 		return fmt.Errorf("pgserver: PostgreSQL did not stop within %s and was killed; see %s", s.opts.StopTimeout, s.opts.LogPath)
 	}
 	s.logger.Info("PostgreSQL stopped", "port", s.port)
@@ -453,20 +477,11 @@ func (s *Server) Stop() error {
 func (s *Server) Kill() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.p == nil || s.p.exited() {
+	if !s.p.Running() {
 		return errors.New("pgserver: the server is not running")
 	}
-	s.p.kill()
+	s.p.Kill()
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pgserver: find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // portFree turns PostgreSQL's "could not bind" log line into a clear error
@@ -490,17 +505,4 @@ func cleanEnv() []string {
 		}
 	}
 	return env
-}
-
-// tail returns the last n lines of a log file, for error messages.
-func tail(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(cannot read %s: %v)", path, err)
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -1,4 +1,4 @@
-package pgserver
+package pgserver_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/spendletonliveaction/flow-pipeline/internal/pgserver"
 	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
 )
 
@@ -33,7 +34,7 @@ func tempDir(t *testing.T) string {
 // when this machine has no PostgreSQL server.
 func requireBinaries(t *testing.T) {
 	t.Helper()
-	if _, err := FindBinDir(); err != nil {
+	if _, err := pgserver.FindBinDir(); err != nil {
 		testenv.Unavailable(t, "PostgreSQL server binaries: %v", err)
 	}
 }
@@ -75,7 +76,7 @@ func TestLifecycle(t *testing.T) {
 	requireBinaries(t)
 	ctx := context.Background()
 	data := filepath.Join(tempDir(t), "pgdata")
-	s, err := Start(ctx, Options{DataDir: data, NoSync: true}, nil)
+	s, err := pgserver.Start(ctx, pgserver.Options{DataDir: data, NoSync: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func TestLifecycle(t *testing.T) {
 	}
 
 	// A new Server on the same directory reuses the cluster.
-	s2, err := Start(ctx, Options{DataDir: data, NoSync: true}, nil)
+	s2, err := pgserver.Start(ctx, pgserver.Options{DataDir: data, NoSync: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,6 +158,19 @@ func TestLifecycle(t *testing.T) {
 	if err != nil || !strings.Contains(string(log), "database system is ready") {
 		t.Errorf("log %s lacks the server's start line (err %v)", s2.LogPath(), err)
 	}
+
+	// NoSync's fsync = off is in postgresql.conf, where ALTER SYSTEM (a
+	// benchmark wanting real commits) can still override it.
+	if got := queryInt(t, s2.DSN(), "SELECT (current_setting('fsync') = 'off')::int"); got != 1 {
+		t.Fatal("fsync is on in a NoSync cluster")
+	}
+	execSQL(t, s2.DSN(), "ALTER SYSTEM SET fsync = on")
+	execSQL(t, s2.DSN(), "SELECT pg_reload_conf()")
+	for deadline := time.Now().Add(5 * time.Second); queryInt(t, s2.DSN(), "SELECT (current_setting('fsync') = 'on')::int") != 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("ALTER SYSTEM SET fsync = on did not take effect")
+		}
+	}
 }
 
 func TestFixedPort(t *testing.T) {
@@ -168,7 +182,7 @@ func TestFixedPort(t *testing.T) {
 	port := l.Addr().(*net.TCPAddr).Port
 
 	dir := tempDir(t)
-	s, err := New(Options{DataDir: filepath.Join(dir, "a"), Port: port, NoSync: true}, nil)
+	s, err := pgserver.New(pgserver.Options{DataDir: filepath.Join(dir, "a"), Port: port, NoSync: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,23 +204,23 @@ func TestFixedPort(t *testing.T) {
 }
 
 func TestMissingBinaries(t *testing.T) {
-	t.Setenv(BinEnv, "/nonexistent")
-	_, err := New(Options{DataDir: t.TempDir()}, nil)
-	if !errors.Is(err, ErrNotFound) {
-		t.Fatalf("New with %s=/nonexistent: got %v, want ErrNotFound", BinEnv, err)
+	t.Setenv(pgserver.BinEnv, "/nonexistent")
+	_, err := pgserver.New(pgserver.Options{DataDir: t.TempDir()}, nil)
+	if !errors.Is(err, pgserver.ErrNotFound) {
+		t.Fatalf("New with %s=/nonexistent: got %v, want ErrNotFound", pgserver.BinEnv, err)
 	}
-	if !strings.Contains(err.Error(), BinEnv) {
-		t.Errorf("error does not name %s: %v", BinEnv, err)
+	if !strings.Contains(err.Error(), pgserver.BinEnv) {
+		t.Errorf("error does not name %s: %v", pgserver.BinEnv, err)
 	}
-	_, err = New(Options{DataDir: t.TempDir(), BinDir: t.TempDir()}, nil)
-	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "apt-get install postgresql") {
+	_, err = pgserver.New(pgserver.Options{DataDir: t.TempDir(), BinDir: t.TempDir()}, nil)
+	if !errors.Is(err, pgserver.ErrNotFound) || !strings.Contains(err.Error(), "apt-get install postgresql") {
 		t.Fatalf("New with an empty BinDir: got %v, want ErrNotFound naming the package", err)
 	}
 }
 
 func TestBadOptions(t *testing.T) {
-	for _, o := range []Options{{}, {DataDir: "x", Port: -1}, {DataDir: "x", Port: 70000}, {DataDir: "x", StartTimeout: -time.Second}} {
-		if _, err := New(o, nil); err == nil {
+	for _, o := range []pgserver.Options{{}, {DataDir: "x", Port: -1}, {DataDir: "x", Port: 70000}, {DataDir: "x", StartTimeout: -time.Second}} {
+		if _, err := pgserver.New(o, nil); err == nil {
 			t.Errorf("New(%+v): want an error", o)
 		}
 	}
@@ -218,7 +232,7 @@ func TestNotACluster(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "junk"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Options{DataDir: dir}, nil)
+	s, err := pgserver.New(pgserver.Options{DataDir: dir}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/spendletonliveaction/flow-pipeline/internal/proc"
 )
 
 const (
@@ -57,23 +60,17 @@ type Kafka struct {
 	port    int    // PLAINTEXT listener; kept across restarts
 
 	mu sync.Mutex
-	p  *proc
+	p  *proc.Proc
 }
+
+var sharedKafka = &shared[*Kafka]{what: "real Kafka", start: startKafka}
 
 // StartKafka starts a private broker for this test, stopped and removed when
 // the test ends. Use it when the test stops or kills the broker; otherwise
 // prefer SharedKafka.
 func StartKafka(t testing.TB) *Kafka {
 	t.Helper()
-	start := time.Now()
-	k, err := startKafka()
-	if err != nil {
-		report(t, "real Kafka", err)
-		return nil
-	}
-	t.Cleanup(k.close)
-	t.Logf("testenv: %s on %s started in %s", k.Name(), k.Brokers()[0], time.Since(start).Round(time.Millisecond))
-	return k
+	return start(t, "real Kafka", startKafka)
 }
 
 // SharedKafka returns this test binary's broker, starting it on first use;
@@ -81,21 +78,7 @@ func StartKafka(t testing.TB) *Kafka {
 // topics (UniqueName).
 func SharedKafka(t testing.TB) *Kafka {
 	t.Helper()
-	requireMain(t, "SharedKafka")
-	shared.Lock()
-	defer shared.Unlock()
-	if shared.kafka == nil && shared.kafkaErr == nil {
-		start := time.Now()
-		shared.kafka, shared.kafkaErr = startKafka()
-		if shared.kafkaErr == nil {
-			t.Logf("testenv: shared %s on %s started in %s", shared.kafka.Name(), shared.kafka.Brokers()[0], time.Since(start).Round(time.Millisecond))
-		}
-	}
-	if shared.kafkaErr != nil {
-		report(t, "real Kafka", shared.kafkaErr)
-		return nil
-	}
-	return shared.kafka
+	return sharedKafka.get(t, "SharedKafka")
 }
 
 // Name describes the broker for logs and test names.
@@ -125,40 +108,38 @@ func (k *Kafka) Brokers() []string {
 func (k *Kafka) Start() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.p != nil && !k.p.exited() {
+	if k.p.Running() {
 		return errors.New("testenv: Kafka is already running")
 	}
 	args := append(k.jvmArgs("-Xmx512m", "-Xms128m"), "kafka.Kafka", filepath.Join(k.dir, "server.properties"))
 	cmd := exec.Command(k.java, args...)
 	cmd.Dir = k.dir
-	p, err := startProc(cmd, k.logPath(), nil)
+	p, err := proc.Start(cmd, filepath.Join(k.dir, "broker.log"), nil)
 	if err != nil {
 		return err
 	}
 	k.p = p
-	for deadline := time.Now().Add(kafkaStartTimeout); ; time.Sleep(200 * time.Millisecond) {
-		if p.exited() {
-			return fmt.Errorf("Kafka broker exited during start (%v)\n%s", p.err, tail(k.logPath(), 60))
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), kafkaStartTimeout)
+	defer cancel()
+	// Ready: metadata with a leader for every partition, each served.
+	err = p.AwaitReady(ctx, 200*time.Millisecond, func(context.Context) error {
 		_, err := kafkaReady(k.Brokers()[0], k.SaramaVersion())
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			p.kill()
-			return fmt.Errorf("Kafka broker was not ready (metadata with a leader for every partition) within %s (last error: %v)\n%s", kafkaStartTimeout, err, tail(k.logPath(), 60))
-		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("Kafka broker did not start (timeout %s): %w\n%s", kafkaStartTimeout, err, p.LogTail(60))
 	}
+	return nil
 }
 
 // Stop shuts the broker down cleanly (SIGTERM) and waits for it to exit.
 func (k *Kafka) Stop() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.p == nil || k.p.exited() {
+	if !k.p.Running() {
 		return errors.New("testenv: Kafka is not running")
 	}
-	k.p.stop(syscall.SIGTERM, kafkaStopTimeout)
+	k.p.Stop(syscall.SIGTERM, kafkaStopTimeout)
 	return nil
 }
 
@@ -166,10 +147,10 @@ func (k *Kafka) Stop() error {
 func (k *Kafka) Kill() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.p == nil || k.p.exited() {
+	if !k.p.Running() {
 		return errors.New("testenv: Kafka is not running")
 	}
-	k.p.kill()
+	k.p.Kill()
 	return nil
 }
 
@@ -211,13 +192,13 @@ func (k *Kafka) jvmArgs(heap ...string) []string {
 	)
 }
 
-func (k *Kafka) logPath() string { return filepath.Join(k.dir, "broker.log") }
+func (k *Kafka) describe() string { return k.Name() + " on " + k.Brokers()[0] }
 
 // close stops the broker and removes its directory (test cleanup, Main).
 func (k *Kafka) close() {
 	k.mu.Lock()
-	if k.p != nil && !k.p.exited() {
-		k.p.stop(syscall.SIGTERM, kafkaStopTimeout)
+	if k.p.Running() {
+		k.p.Stop(syscall.SIGTERM, kafkaStopTimeout)
 	}
 	k.mu.Unlock()
 	os.RemoveAll(k.dir)
@@ -340,10 +321,10 @@ func isExecutable(path string) bool {
 // (KRaft refuses to start on an unformatted log dir).
 func (k *Kafka) setup() error {
 	var err error
-	if k.port, err = freePort(); err != nil {
+	if k.port, err = proc.FreePort(); err != nil {
 		return err
 	}
-	controllerPort, err := freePort()
+	controllerPort, err := proc.FreePort()
 	if err != nil {
 		return err
 	}

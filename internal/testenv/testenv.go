@@ -17,7 +17,6 @@ package testenv
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,6 +25,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // RequireServices reports whether a missing service must fail tests rather
@@ -63,34 +63,81 @@ func report(t testing.TB, what string, err error) {
 	t.Fatalf("%s: %v", what, err)
 }
 
-// shared holds the per-binary services of SharedKafka and SharedPostgres.
-// A failed start is remembered so later tests do not wait for it again.
-var shared struct {
-	sync.Mutex
-	mainCalled bool
-	kafka      *Kafka
-	kafkaErr   error
-	pg         *Postgres
-	pgErr      error
+// service is what testenv starts: a broker or a database server.
+type service interface {
+	describe() string // what runs where, for the test log
+	close()           // stop it and remove its directory
 }
+
+// start starts a service for test t only, closed when the test ends. A
+// failed start skips or fails t (report) and returns nil.
+func start[S service](t testing.TB, what string, startFn func() (S, error)) S {
+	t.Helper()
+	begin := time.Now()
+	s, err := startFn()
+	if err != nil {
+		report(t, what, err)
+		var none S
+		return none
+	}
+	t.Cleanup(s.close)
+	t.Logf("testenv: %s started in %s", s.describe(), time.Since(begin).Round(time.Millisecond))
+	return s
+}
+
+// shared is a service of the whole test binary, started by the first test
+// that asks for it and closed by Main. A failed start is remembered so later
+// tests do not wait for it again.
+type shared[S service] struct {
+	what  string // for report
+	start func() (S, error)
+
+	mu    sync.Mutex
+	tried bool
+	s     S
+	err   error
+}
+
+// get returns the service, starting it on first use; fn is the exported
+// function asking, for the message when Main is missing.
+func (sh *shared[S]) get(t testing.TB, fn string) S {
+	t.Helper()
+	requireMain(t, fn)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if !sh.tried {
+		sh.tried = true
+		begin := time.Now()
+		sh.s, sh.err = sh.start()
+		if sh.err == nil {
+			t.Logf("testenv: shared %s started in %s", sh.s.describe(), time.Since(begin).Round(time.Millisecond))
+		}
+	}
+	if sh.err != nil {
+		report(t, sh.what, sh.err)
+		var none S
+		return none
+	}
+	return sh.s
+}
+
+func (sh *shared[S]) close() {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.tried && sh.err == nil {
+		sh.s.close()
+	}
+}
+
+var mainCalled atomic.Bool
 
 // Main runs the tests, then stops the shared services. Call it from
 // TestMain in every package that uses SharedKafka or SharedPostgres.
 func Main(m *testing.M) {
-	shared.Lock()
-	shared.mainCalled = true
-	shared.Unlock()
-
+	mainCalled.Store(true)
 	code := m.Run()
-
-	shared.Lock()
-	if shared.kafka != nil {
-		shared.kafka.close()
-	}
-	if shared.pg != nil {
-		shared.pg.close()
-	}
-	shared.Unlock()
+	sharedKafka.close()
+	sharedPG.close()
 	os.Exit(code)
 }
 
@@ -98,7 +145,7 @@ func Main(m *testing.M) {
 // would stop the service nor remove its directory.
 func requireMain(t testing.TB, fn string) {
 	t.Helper()
-	if !shared.mainCalled {
+	if !mainCalled.Load() {
 		t.Fatalf("testenv.%s needs `func TestMain(m *testing.M) { testenv.Main(m) }` in this package so the shared service is stopped", fn)
 	}
 }
@@ -125,17 +172,6 @@ func UniqueName(t testing.TB) string {
 	return fmt.Sprintf("t_%s_%d", base, nameSeq.Add(1))
 }
 
-// freePort returns a TCP port free on 127.0.0.1 right now. Another process
-// may take it before we bind it; on this test machine that is rare enough.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // repoRoot walks up from the working directory (a package dir under `go
 // test`) to the directory holding go.mod.
 func repoRoot() (string, error) {
@@ -159,14 +195,18 @@ func repoRoot() (string, error) {
 // holding the test binary's pid. Cleanup removes it, but a binary that dies
 // abruptly (timeout, ^C, os.Exit in a test) cannot; so first remove the
 // directories of binaries that no longer run (their services died with them,
-// see Pdeathsig).
+// see internal/proc), and those a removal half-emptied (no owner.pid).
 func serviceDir(kind string) (string, error) {
 	prefix := "flowpipeline-" + kind + "-"
 	old, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*"))
 	for _, dir := range old {
 		data, err := os.ReadFile(filepath.Join(dir, "owner.pid"))
 		if err != nil {
-			continue // not ours, or being created right now
+			// Being created right now, unless it has long been so.
+			if fi, err := os.Stat(dir); err == nil && time.Since(fi.ModTime()) > 10*time.Minute {
+				os.RemoveAll(dir)
+			}
+			continue
 		}
 		pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
 		if err == nil && pid > 0 && syscall.Kill(pid, 0) == syscall.ESRCH {
@@ -182,17 +222,4 @@ func serviceDir(kind string) (string, error) {
 		return "", err
 	}
 	return dir, nil
-}
-
-// tail returns the last n lines of a log file, for failure messages.
-func tail(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(cannot read %s: %v)", path, err)
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return fmt.Sprintf("--- last %d lines of %s ---\n%s", len(lines), path, strings.Join(lines, "\n"))
 }
