@@ -1,6 +1,6 @@
 // Package mocker produces realistic synthetic flows to Kafka, standing in
 // for goflow2: one length-delimited FlowMessage per record on the "flows"
-// topic (goflow2 -format=bin).
+// topic (goflow2 -format=bin), or several per record (Config.FlowsPerRecord).
 package mocker
 
 import (

@@ -38,8 +38,16 @@ type Config struct {
 	ProgressInterval time.Duration // default 5s
 	// ShutdownTimeout bounds the flush of in-flight flows when stopping.
 	ShutdownTimeout time.Duration // default 10s
-	// MaxInFlight bounds flows handed to the producer and not yet acked.
+	// MaxInFlight bounds flows handed to the producer and not yet acked
+	// (rounded down to whole records, at least one record).
 	MaxInFlight int // default 100000
+	// FlowsPerRecord is how many length-delimited flows each Kafka record
+	// carries, 1 to MaxFlowsPerRecord. The default 1 is goflow2's framing
+	// (-format=bin); more cut the per-record cost of the producer and the
+	// broker for load tests, and the inserter and ClickHouse's Protobuf
+	// format read several per record. With Count, the last record carries
+	// what is left. Records stay round-robin over the partitions.
+	FlowsPerRecord int // default 1
 	// FlushBytes and FlushFrequency trigger sending a batch to the broker.
 	FlushBytes     int           // default 1 MiB
 	FlushFrequency time.Duration // default 5ms
@@ -76,7 +84,41 @@ func (c Config) withDefaults() Config {
 	if c.FlushFrequency == 0 {
 		c.FlushFrequency = 5 * time.Millisecond
 	}
+	if c.FlowsPerRecord == 0 {
+		c.FlowsPerRecord = 1
+	}
 	return c
+}
+
+// MaxFlowsPerRecord bounds Config.FlowsPerRecord: records of a few hundred
+// kilobytes at most, well under the producer's message size limit.
+const MaxFlowsPerRecord = 1000
+
+const (
+	// maxFlowBytes bounds one generated flow with its length prefix
+	// (TestMaxFlowBytes checks it on a worst-case flow); most are ~100 bytes.
+	maxFlowBytes = 512
+	// maxMessageBytes is the producer's Producer.MaxMessageBytes (sarama's
+	// default, just under the broker's default message.max.bytes).
+	maxMessageBytes = 1 << 20
+	// recordOverhead bounds what sarama adds to a value when it checks a
+	// record against maxMessageBytes (its maximumRecordOverhead is 36).
+	recordOverhead = 64
+)
+
+// CheckFlowsPerRecord reports whether n flows per record is allowed. Config
+// takes 0 for the default 1; a command-line flag set to 0 should be refused
+// with this error.
+func CheckFlowsPerRecord(n int) error {
+	if n < 1 || n > MaxFlowsPerRecord {
+		return fmt.Errorf("-flows-per-record %d: want 1 to %d flows per Kafka record (1 = one per record, like goflow2)",
+			n, MaxFlowsPerRecord)
+	}
+	if size := n*maxFlowBytes + recordOverhead; size > maxMessageBytes {
+		return fmt.Errorf("-flows-per-record %d: records of up to %d bytes exceed the producer's %d-byte message limit",
+			n, size, maxMessageBytes)
+	}
+	return nil
 }
 
 var codecs = map[string]sarama.CompressionCodec{
@@ -105,6 +147,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInFlight < 0 || c.FlushBytes < 0 {
 		errs = append(errs, errors.New("max in-flight flows and flush bytes must not be negative"))
+	}
+	if err := CheckFlowsPerRecord(c.FlowsPerRecord); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -149,9 +194,13 @@ func (m *Mocker) Sent() uint64 { return m.sent.Load() }
 // Ready reports whether Run is connected and producing (for /readyz).
 func (m *Mocker) Ready() bool { return m.ready.Load() }
 
-// record is a Kafka record value; a pointer, so storing it in the
-// sarama.Encoder interface does not allocate.
-type record struct{ buf []byte }
+// record is a Kafka record value: flows length-delimited flows in buf. A
+// pointer, so storing it in the sarama.Encoder interface does not allocate;
+// it stays with its ProducerMessage from send to ack, failure and re-send.
+type record struct {
+	buf   []byte
+	flows int
+}
 
 func (r *record) Encode() ([]byte, error) { return r.buf, nil }
 func (r *record) Length() int             { return len(r.buf) }
@@ -165,6 +214,7 @@ func (m *Mocker) saramaConfig(idempotent bool) *sarama.Config {
 	c.Producer.Return.Successes = true // acks are what -count counts
 	c.Producer.Return.Errors = true
 	c.Producer.Compression = codecs[m.cfg.Compression]
+	c.Producer.MaxMessageBytes = maxMessageBytes // what CheckFlowsPerRecord assumes
 	// Round robin, like goflow2 without -transport.kafka.hashing: flows carry
 	// no ordering that consumers rely on, and every partition gets an equal
 	// share whatever the mix of exporters.
@@ -272,14 +322,18 @@ func (m *Mocker) Run(ctx context.Context) error {
 	defer m.ready.Store(false)
 	start := time.Now()
 	m.logger.Info("producing flows", "brokers", strings.Join(m.cfg.Brokers, ","), "topic", m.cfg.Topic,
-		"rate", m.cfg.Rate, "count", m.cfg.Count, "seed", m.cfg.Seed, "compression", m.cfg.Compression)
+		"rate", m.cfg.Rate, "count", m.cfg.Count, "seed", m.cfg.Seed, "compression", m.cfg.Compression,
+		"flows_per_record", m.cfg.FlowsPerRecord)
 
+	// MaxInFlight counts flows; the queues hold records.
+	maxRecords := max(1, m.cfg.MaxInFlight/m.cfg.FlowsPerRecord)
 	r := &runState{
-		m:        m,
-		producer: producer,
-		free:     make(chan *sarama.ProducerMessage, m.cfg.MaxInFlight),
-		retry:    make(chan *sarama.ProducerMessage, m.cfg.MaxInFlight),
-		allAcked: make(chan struct{}),
+		m:          m,
+		producer:   producer,
+		maxRecords: maxRecords,
+		free:       make(chan *sarama.ProducerMessage, maxRecords),
+		retry:      make(chan *sarama.ProducerMessage, maxRecords),
+		allAcked:   make(chan struct{}),
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -335,17 +389,18 @@ func (m *Mocker) progress(done <-chan struct{}) {
 // runState is one Run: a producing loop (produce) and a loop reading the
 // producer's acks and errors (drain), linked by the free and retry queues.
 type runState struct {
-	m        *Mocker
-	producer sarama.AsyncProducer
-	free     chan *sarama.ProducerMessage // acked messages, for reuse
-	retry    chan *sarama.ProducerMessage // failed messages, to re-send
-	allAcked chan struct{}                // closed when Count flows are acked
-	stopping atomic.Bool
-	lastErr  atomic.Int64 // unix ns of the last logged delivery error
+	m          *Mocker
+	producer   sarama.AsyncProducer
+	maxRecords int                          // messages allocated at most
+	free       chan *sarama.ProducerMessage // acked messages, for reuse
+	retry      chan *sarama.ProducerMessage // failed messages, to re-send
+	allAcked   chan struct{}                // closed when Count flows are acked
+	stopping   atomic.Bool
+	lastErr    atomic.Int64 // unix ns of the last logged delivery error
 }
 
-// drain counts acks and failures until the producer closes its channels.
-// Both queues hold MaxInFlight messages, so pushing never blocks.
+// drain counts acks and failures, in flows, until the producer closes its
+// channels. Both queues hold maxRecords messages, so pushing never blocks.
 func (r *runState) drain() {
 	m := r.m
 	successes, errs := r.producer.Successes(), r.producer.Errors()
@@ -356,10 +411,14 @@ func (r *runState) drain() {
 				successes = nil
 				continue
 			}
-			m.inFlight.Add(-1)
-			m.metrics.produced.Inc()
-			m.metrics.bytes.Add(float64(msg.Value.Length()))
-			if n := m.produced.Add(1); n == m.cfg.Count {
+			rec := msg.Value.(*record)
+			flows := uint64(rec.flows)
+			m.inFlight.Add(-int64(flows))
+			m.metrics.produced.Add(float64(flows))
+			m.metrics.bytes.Add(float64(len(rec.buf)))
+			// Records never cross Count (the last one is cut short), so the
+			// total reaches it exactly; >= guards the close all the same.
+			if n := m.produced.Add(flows); n >= m.cfg.Count && n-flows < m.cfg.Count {
 				close(r.allAcked)
 			}
 			r.free <- msg
@@ -368,13 +427,14 @@ func (r *runState) drain() {
 				errs = nil
 				continue
 			}
-			m.inFlight.Add(-1)
+			flows := pe.Msg.Value.(*record).flows
+			m.inFlight.Add(-int64(flows))
 			if r.stopping.Load() {
-				m.metrics.failed.WithLabelValues(reasonShutdown).Inc()
+				m.metrics.failed.WithLabelValues(reasonShutdown).Add(float64(flows))
 				continue
 			}
 			reason := failureReason(pe.Err)
-			m.metrics.failed.WithLabelValues(reason).Inc()
+			m.metrics.failed.WithLabelValues(reason).Add(float64(flows))
 			// One log line per second at most, not one per flow.
 			if now := time.Now().UnixNano(); now-r.lastErr.Load() > int64(time.Second) {
 				r.lastErr.Store(now)
@@ -397,8 +457,11 @@ func (r *runState) produce(ctx context.Context) {
 	start := time.Now()
 	var scheduled uint64 // flows the rate schedule has released since start
 
+	perRecord := uint64(cfg.FlowsPerRecord)
+
 	send := func(msg *sarama.ProducerMessage) bool {
-		m.inFlight.Add(1)
+		flows := int64(msg.Value.(*record).flows)
+		m.inFlight.Add(flows)
 		select { // the common case, without the cost of a two-way select
 		case input <- msg:
 			return true
@@ -408,14 +471,15 @@ func (r *runState) produce(ctx context.Context) {
 		case input <- msg:
 			return true
 		case <-ctx.Done():
-			m.inFlight.Add(-1)
+			m.inFlight.Add(-flows)
 			return false
 		}
 	}
 	resend := func(msg *sarama.ProducerMessage) bool {
-		// A fresh message: sarama keeps retry counts and sequence state in it.
+		// A fresh message: sarama keeps retry counts and sequence state in
+		// it. The record, and so its flows, stay the same.
 		*msg = sarama.ProducerMessage{Topic: msg.Topic, Value: msg.Value}
-		m.metrics.resent.Inc()
+		m.metrics.resent.Add(float64(msg.Value.(*record).flows))
 		return send(msg)
 	}
 
@@ -447,9 +511,19 @@ func (r *runState) produce(ctx context.Context) {
 		default:
 		}
 
+		// The next record's flows; with Count, the last record carries what
+		// is left so that exactly Count flows are sent.
+		flows := perRecord
+		if cfg.Count > 0 {
+			flows = min(flows, cfg.Count-m.sent.Load())
+		}
+
 		now := time.Now()
 		if cfg.Rate > 0 {
-			due := start.Add(time.Duration(float64(scheduled) / cfg.Rate * float64(time.Second)))
+			// Pace flows, not records: a record goes once its last flow is
+			// due, so no flow leaves ahead of the schedule.
+			last := scheduled + flows - 1
+			due := start.Add(time.Duration(float64(last) / cfg.Rate * float64(time.Second)))
 			if wait := due.Sub(now); wait > 0 {
 				if timer == nil {
 					timer = time.NewTimer(wait)
@@ -471,7 +545,7 @@ func (r *runState) produce(ctx context.Context) {
 			} else if wait < -time.Second {
 				// Far behind (the broker was away): restart the schedule
 				// rather than bursting to catch up.
-				start = now.Add(-time.Duration(float64(scheduled) / cfg.Rate * float64(time.Second)))
+				start = now.Add(-time.Duration(float64(last) / cfg.Rate * float64(time.Second)))
 			}
 		}
 
@@ -479,9 +553,9 @@ func (r *runState) produce(ctx context.Context) {
 		select {
 		case msg = <-r.free:
 		default:
-			if allocated < cfg.MaxInFlight {
+			if allocated < r.maxRecords {
 				allocated++
-				msg = &sarama.ProducerMessage{Value: &record{buf: make([]byte, 0, 256)}}
+				msg = &sarama.ProducerMessage{Value: &record{buf: make([]byte, 0, 256*cfg.FlowsPerRecord)}}
 			} else {
 				select {
 				case msg = <-r.free:
@@ -498,13 +572,17 @@ func (r *runState) produce(ctx context.Context) {
 		}
 
 		rec := msg.Value.(*record)
-		gen.Next(&flow, now)
-		rec.buf, _ = pb.AppendDelimited(rec.buf[:0], &flow) // cannot fail: a generated flow is always valid
+		rec.buf = rec.buf[:0]
+		for range flows {
+			gen.Next(&flow, now)
+			rec.buf, _ = pb.AppendDelimited(rec.buf, &flow) // cannot fail: a generated flow is always valid
+		}
+		rec.flows = int(flows)
 		*msg = sarama.ProducerMessage{Topic: cfg.Topic, Value: rec}
 		if !send(msg) {
 			return
 		}
-		scheduled++
-		m.sent.Add(1)
+		scheduled += flows
+		m.sent.Add(flows)
 	}
 }

@@ -2,6 +2,7 @@ package mocker
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,10 +15,16 @@ import (
 
 // TestFailedDeliveriesAreResent makes the broker reject a few produce
 // requests with an error sarama does not retry itself: the mocker must count
-// each failed flow and re-send it, so Count flows still end up acked, each
-// exactly once on the topic.
+// each failed flow and re-send it (a whole record's flows at once), so Count
+// flows still end up acked, each exactly once on the topic.
 func TestFailedDeliveriesAreResent(t *testing.T) {
-	const n, rejects = 20_000, 3
+	for _, per := range []int{1, 10} {
+		t.Run(fmt.Sprintf("flows_per_record=%d", per), func(t *testing.T) { testResend(t, per) })
+	}
+}
+
+func testResend(t *testing.T, per int) {
+	const n, rejects = 20_005, 3
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "flows"))
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +54,7 @@ func TestFailedDeliveriesAreResent(t *testing.T) {
 	})
 
 	brokers := c.ListenAddrs()
-	m, _ := newMocker(t, Config{Brokers: brokers, Count: n, Seed: 5, Rate: 20_000})
+	m, _ := newMocker(t, Config{Brokers: brokers, Count: n, Seed: 5, Rate: 20_000, FlowsPerRecord: per})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := m.Run(ctx); err != nil {
@@ -66,14 +73,12 @@ func TestFailedDeliveriesAreResent(t *testing.T) {
 	if m.Produced() != n {
 		t.Fatalf("produced %d, want %d", m.Produced(), n)
 	}
-	ids, _, stats := readBack(t, brokers, "flows")
-	want := expectedIDs(5, n)
-	for id := range want {
-		if ids[id] != 1 {
-			t.Fatalf("flow %v is on the topic %d times, want once", id, ids[id])
-		}
+	rb := readBackRecords(t, brokers, "flows")
+	checkExactlyOnce(t, rb.ids, 5, n)
+	if rb.stats.n != n || rb.records != (n+per-1)/per {
+		t.Fatalf("topic holds %d flows in %d records, want %d in %d", rb.stats.n, rb.records, n, (n+per-1)/per)
 	}
-	if stats.n != n {
-		t.Fatalf("topic holds %d records, want %d", stats.n, n)
+	if per > 1 && int(failed)%per != 0 {
+		t.Fatalf("%v flows failed: not whole records of %d (the last record of %d flows went through)", failed, per, n%per)
 	}
 }

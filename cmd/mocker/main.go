@@ -1,5 +1,6 @@
 // Command mocker sends realistic synthetic flows to Kafka, standing in for
-// goflow2 (one length-delimited FlowMessage per record, -format=bin).
+// goflow2 (one length-delimited FlowMessage per record, -format=bin; more
+// per record with -flows-per-record).
 package main
 
 import (
@@ -37,6 +38,7 @@ func run(args []string, stderr io.Writer) int {
 	connectTimeout := fs.Duration("kafka.connect-timeout", 10*time.Second, "give up if Kafka and the topic are not usable within this time at start")
 	rate := fs.Float64("rate", 1000, "flows per second; 0 = as fast as possible")
 	count := fs.Uint64("count", 0, "stop after this many flows are acknowledged by Kafka; 0 = run until stopped")
+	flowsPerRecord := fs.Int("flows-per-record", 1, fmt.Sprintf("length-delimited flows per Kafka record, 1 to %d; 1 = like goflow2, more for load tests (the inserter and ClickHouse read several)", mocker.MaxFlowsPerRecord))
 	seed := fs.Int64("seed", 1, "generator seed (same seed, same flows except times); 0 = seed from the clock")
 	progress := fs.Duration("progress.interval", 5*time.Second, "how often to log progress; 0 = never")
 	level := fs.String("loglevel", "info", "log level: debug, info, warn or error")
@@ -54,6 +56,11 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mocker: %v\n", err)
 		return 2
 	}
+	// The library reads 0 as its default; on the command line it is a mistake.
+	if err := mocker.CheckFlowsPerRecord(*flowsPerRecord); err != nil {
+		fmt.Fprintf(stderr, "mocker: %v\n", err)
+		return 2
+	}
 	if *seed == 0 {
 		*seed = time.Now().UnixNano()
 	}
@@ -67,6 +74,7 @@ func run(args []string, stderr io.Writer) int {
 		KafkaVersion:     *version,
 		Rate:             *rate,
 		Count:            *count,
+		FlowsPerRecord:   *flowsPerRecord,
 		Seed:             *seed,
 		Compression:      *compression,
 		ConnectTimeout:   *connectTimeout,

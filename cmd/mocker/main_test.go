@@ -50,6 +50,10 @@ func TestBadFlags(t *testing.T) {
 		{"-kafka.compression", "brotli"},
 		{"-loglevel", "chatty"},
 		{"-rate", "-5"},
+		{"-flows-per-record", "ten"},
+		{"-flows-per-record", "0"},
+		{"-flows-per-record", "-3"},
+		{"-flows-per-record", "1001"},
 		{"extra-argument"},
 	} {
 		var stderr bytes.Buffer
@@ -60,6 +64,52 @@ func TestBadFlags(t *testing.T) {
 	var stderr bytes.Buffer
 	if code := run([]string{"-h"}, &stderr); code != 0 || !strings.Contains(stderr.String(), "KAFKA_BROKERS") {
 		t.Errorf("mocker -h exited %d; usage must list env vars:\n%s", code, stderr.String())
+	}
+}
+
+// TestFlowsPerRecordFlag: -flows-per-record (or FLOWS_PER_RECORD) reaches
+// the producer, and 0 is refused with a clear message rather than read as
+// the library's default.
+func TestFlowsPerRecordFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  string
+	}{
+		{args: []string{"-flows-per-record", "0"}},
+		{env: "0"},
+	} {
+		if tc.env != "" {
+			t.Setenv("FLOWS_PER_RECORD", tc.env)
+		}
+		var stderr bytes.Buffer
+		code := run(append(tc.args, "-kafka.brokers", "127.0.0.1:1", "-metrics.addr", ""), &stderr)
+		want := "mocker: -flows-per-record 0: want 1 to 1000 flows per Kafka record"
+		if code != 2 || !strings.Contains(stderr.String(), want) {
+			t.Errorf("args %q, FLOWS_PER_RECORD=%q: exit %d, want 2 saying %q; stderr:\n%s", tc.args, tc.env, code, want, stderr.String())
+		}
+	}
+
+	brokers := testenv.FakeKafka(t, 3, "flows")
+	t.Setenv("FLOWS_PER_RECORD", "3") // the flag wins
+	var stderr bytes.Buffer
+	if code := run([]string{"-kafka.brokers", brokers[0], "-count", "25", "-rate", "0",
+		"-flows-per-record", "10", "-metrics.addr", "", "-progress.interval", "0"}, &stderr); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr.String())
+	}
+	recs := goflow2test.ReadTopic(t, brokers, "flows", time.Minute)
+	var perRecord []int
+	total := 0
+	for _, r := range recs {
+		flows, err := goflow2test.Decode(r.Value)
+		if err != nil {
+			t.Fatalf("record %d@%d: %v", r.Offset, r.Partition, err)
+		}
+		perRecord = append(perRecord, len(flows))
+		total += len(flows)
+	}
+	sort.Ints(perRecord)
+	if total != 25 || len(perRecord) != 3 || perRecord[0] != 5 || perRecord[2] != 10 {
+		t.Fatalf("%d flows in records of %v; want 25 in records of [5 10 10]", total, perRecord)
 	}
 }
 
