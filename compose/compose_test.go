@@ -715,8 +715,9 @@ func TestGrafanaWiring(t *testing.T) {
 				}
 			}
 			plugin := g.Environment["GF_PLUGINS_PREINSTALL_SYNC"]
-			if st.sink == "clickhouse" && (plugin == nil || !strings.Contains(*plugin, "grafana-clickhouse-datasource")) {
-				t.Error("grafana must install grafana-clickhouse-datasource at start (GF_PLUGINS_PREINSTALL_SYNC)")
+			// Pinned like the images: plugin-id@version.
+			if st.sink == "clickhouse" && (plugin == nil || !regexp.MustCompile(`^grafana-clickhouse-datasource@\d+\.\d+\.\d+$`).MatchString(*plugin)) {
+				t.Error("grafana must install a pinned grafana-clickhouse-datasource@X.Y.Z at start (GF_PLUGINS_PREINSTALL_SYNC)")
 			}
 		})
 	}
