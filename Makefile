@@ -21,9 +21,12 @@ build:
 test: kafka-libs goflow2
 	$(GO) test -count=1 -timeout 25m ./...
 
-# Throughput benchmarks; compare the figures printed side by side.
+# Throughput benchmarks; compare the figures of one run side by side.
+# Encoding and generation on one core; producing and draining with all.
 bench: kafka-libs
-	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./pb/ ./mocker/...
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./pb/
+	$(GO) test -run '^$$' -bench Generate -benchmem -cpu 1 ./mocker/
+	$(GO) test -run '^$$' -bench Produce -benchtime 1000000x -benchmem ./mocker/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./inserter/...
 
 # Built, then run, rather than `go run`: go run exits 1 on Ctrl-C whatever
