@@ -1,0 +1,357 @@
+package pb
+
+// A hand-written protobuf codec for FlowMessage.
+//
+// Why: the mocker encodes and the inserter decodes every flow, and
+// protobuf-go's generic runtime walks field tables through reflection-built
+// coders, which cost more than the rest of the per-flow work. FlowMessage is
+// flat (scalars and bytes only), so straight-line code is short.
+//
+// Why it is safe: codec_test.go checks, field by field from the descriptor
+// and with random full messages, that AppendWire is byte-identical to
+// proto.Marshal and that DecodeWire reads back what proto.Unmarshal reads;
+// FuzzDecode checks that both decoders accept and reject the same inputs.
+// A field added to flow.proto without being added here fails those tests.
+
+import (
+	"fmt"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// The two wire types FlowMessage's fields use.
+const (
+	varintType = uint64(protowire.VarintType)
+	bytesType  = uint64(protowire.BytesType)
+)
+
+// wireTag is a field's tag before varint encoding.
+func wireTag(num protowire.Number, typ uint64) uint64 { return uint64(num)<<3 | typ }
+
+// sizeTag is the encoded size of a tag: fields 1-15 take one byte, 16-2047
+// two (FlowMessage's highest number is 112).
+func sizeTag(num protowire.Number) int {
+	if num < 16 {
+		return 1
+	}
+	return 2
+}
+
+// appendUint appends a varint field, omitted when zero (proto3). It is
+// small enough to inline, so zero fields cost a compare.
+func appendUint(b []byte, num protowire.Number, v uint64) []byte {
+	if v == 0 {
+		return b
+	}
+	return appendUintField(b, wireTag(num, varintType), v)
+}
+
+func appendUintField(b []byte, tag, v uint64) []byte {
+	if tag < 0x80 {
+		b = append(b, byte(tag))
+	} else {
+		b = append(b, byte(tag)|0x80, byte(tag>>7)) // numbers up to 2047
+	}
+	for v >= 0x80 {
+		b = append(b, byte(v)|0x80)
+		v >>= 7
+	}
+	return append(b, byte(v))
+}
+
+// appendBytes appends a bytes field, omitted when empty (proto3).
+func appendBytes(b []byte, num protowire.Number, v []byte) []byte {
+	if len(v) == 0 {
+		return b
+	}
+	return append(appendUintField(b, wireTag(num, bytesType), uint64(len(v))), v...)
+}
+
+func sizeUint(num protowire.Number, v uint64) int {
+	if v == 0 {
+		return 0
+	}
+	return sizeTag(num) + protowire.SizeVarint(v)
+}
+
+func sizeBytes(num protowire.Number, v []byte) int {
+	if len(v) == 0 {
+		return 0
+	}
+	return sizeTag(num) + protowire.SizeVarint(uint64(len(v))) + len(v)
+}
+
+// AppendWire appends the protobuf encoding of m to b, byte for byte what
+// proto.Marshal produces: fields in field-number order, zero values and
+// empty bytes omitted, unknown fields (kept by proto.Unmarshal) last.
+func (m *FlowMessage) AppendWire(b []byte) []byte {
+	if m == nil {
+		return b
+	}
+	// An enum is an int32, sign-extended to 64 bits on the wire.
+	b = appendUint(b, 1, uint64(int64(m.Type)))
+	b = appendUint(b, 3, m.SamplingRate)
+	b = appendUint(b, 4, uint64(m.SequenceNum))
+	b = appendBytes(b, 6, m.SrcAddr)
+	b = appendBytes(b, 7, m.DstAddr)
+	b = appendUint(b, 9, m.Bytes)
+	b = appendUint(b, 10, m.Packets)
+	b = appendBytes(b, 11, m.SamplerAddress)
+	b = appendBytes(b, 12, m.NextHop)
+	b = appendUint(b, 13, uint64(m.NextHopAs))
+	b = appendUint(b, 14, uint64(m.SrcAs))
+	b = appendUint(b, 15, uint64(m.DstAs))
+	b = appendUint(b, 16, uint64(m.SrcNet))
+	b = appendUint(b, 17, uint64(m.DstNet))
+	b = appendUint(b, 18, uint64(m.InIf))
+	b = appendUint(b, 19, uint64(m.OutIf))
+	b = appendUint(b, 20, uint64(m.Proto))
+	b = appendUint(b, 21, uint64(m.SrcPort))
+	b = appendUint(b, 22, uint64(m.DstPort))
+	b = appendUint(b, 23, uint64(m.IpTos))
+	b = appendUint(b, 24, uint64(m.ForwardingStatus))
+	b = appendUint(b, 25, uint64(m.IpTtl))
+	b = appendUint(b, 26, uint64(m.TcpFlags))
+	b = appendUint(b, 27, m.SrcMac)
+	b = appendUint(b, 28, m.DstMac)
+	b = appendUint(b, 29, uint64(m.VlanId))
+	b = appendUint(b, 30, uint64(m.Etype))
+	b = appendUint(b, 31, uint64(m.IcmpType))
+	b = appendUint(b, 32, uint64(m.IcmpCode))
+	b = appendUint(b, 33, uint64(m.SrcVlan))
+	b = appendUint(b, 34, uint64(m.DstVlan))
+	b = appendUint(b, 37, uint64(m.Ipv6FlowLabel))
+	b = appendUint(b, 38, uint64(m.IpFlags))
+	b = appendUint(b, 42, uint64(m.FlowDirection))
+	b = appendUint(b, 70, uint64(m.ObservationDomainId))
+	b = appendUint(b, 71, uint64(m.ObservationPointId))
+	b = appendBytes(b, 100, m.BgpNextHop)
+	b = appendUint(b, 110, m.TimeReceivedNs)
+	b = appendUint(b, 111, m.TimeFlowStartNs)
+	b = appendUint(b, 112, m.TimeFlowEndNs)
+	return append(b, m.unknownFields...)
+}
+
+// WireSize is len(m.AppendWire(nil)), without encoding.
+func (m *FlowMessage) WireSize() int {
+	if m == nil {
+		return 0
+	}
+	return sizeUint(1, uint64(int64(m.Type))) +
+		sizeUint(3, m.SamplingRate) +
+		sizeUint(4, uint64(m.SequenceNum)) +
+		sizeBytes(6, m.SrcAddr) +
+		sizeBytes(7, m.DstAddr) +
+		sizeUint(9, m.Bytes) +
+		sizeUint(10, m.Packets) +
+		sizeBytes(11, m.SamplerAddress) +
+		sizeBytes(12, m.NextHop) +
+		sizeUint(13, uint64(m.NextHopAs)) +
+		sizeUint(14, uint64(m.SrcAs)) +
+		sizeUint(15, uint64(m.DstAs)) +
+		sizeUint(16, uint64(m.SrcNet)) +
+		sizeUint(17, uint64(m.DstNet)) +
+		sizeUint(18, uint64(m.InIf)) +
+		sizeUint(19, uint64(m.OutIf)) +
+		sizeUint(20, uint64(m.Proto)) +
+		sizeUint(21, uint64(m.SrcPort)) +
+		sizeUint(22, uint64(m.DstPort)) +
+		sizeUint(23, uint64(m.IpTos)) +
+		sizeUint(24, uint64(m.ForwardingStatus)) +
+		sizeUint(25, uint64(m.IpTtl)) +
+		sizeUint(26, uint64(m.TcpFlags)) +
+		sizeUint(27, m.SrcMac) +
+		sizeUint(28, m.DstMac) +
+		sizeUint(29, uint64(m.VlanId)) +
+		sizeUint(30, uint64(m.Etype)) +
+		sizeUint(31, uint64(m.IcmpType)) +
+		sizeUint(32, uint64(m.IcmpCode)) +
+		sizeUint(33, uint64(m.SrcVlan)) +
+		sizeUint(34, uint64(m.DstVlan)) +
+		sizeUint(37, uint64(m.Ipv6FlowLabel)) +
+		sizeUint(38, uint64(m.IpFlags)) +
+		sizeUint(42, uint64(m.FlowDirection)) +
+		sizeUint(70, uint64(m.ObservationDomainId)) +
+		sizeUint(71, uint64(m.ObservationPointId)) +
+		sizeBytes(100, m.BgpNextHop) +
+		sizeUint(110, m.TimeReceivedNs) +
+		sizeUint(111, m.TimeFlowStartNs) +
+		sizeUint(112, m.TimeFlowEndNs) +
+		len(m.unknownFields)
+}
+
+// DecodeWire resets m and decodes one protobuf-encoded FlowMessage from b.
+// It accepts and rejects exactly what proto.Unmarshal does, with two
+// differences callers may rely on:
+//   - unknown fields (goflow2's as_path, layer_stack, mpls_*, ...) are
+//     validated and skipped, not kept;
+//   - bytes fields are copied into m's existing backing arrays, so m's byte
+//     slices are only valid until the next DecodeWire (and never alias b).
+//
+// Errors wrap ErrBadMessage.
+func (m *FlowMessage) DecodeWire(b []byte) error {
+	// Reset, keeping the bytes fields' capacity. Zeroing the whole struct
+	// (as Reset does) keeps this correct if fields are added.
+	*m = FlowMessage{
+		SamplerAddress: m.SamplerAddress[:0],
+		SrcAddr:        m.SrcAddr[:0],
+		DstAddr:        m.DstAddr[:0],
+		NextHop:        m.NextHop[:0],
+		BgpNextHop:     m.BgpNextHop[:0],
+	}
+	start := len(b)
+	for len(b) > 0 {
+		at := start - len(b)
+		// The tag, with proto.Unmarshal's checks: a varint no longer than
+		// 10 bytes, a field number within [1, 2^29-1].
+		var t uint64
+		if b[0] < 0x80 {
+			t, b = uint64(b[0]), b[1:]
+		} else if len(b) > 1 && b[1] < 0x80 { // fields 16-2047
+			t, b = uint64(b[0]&0x7f)|uint64(b[1])<<7, b[2:]
+		} else {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return fmt.Errorf("%w: tag at byte %d: %v", ErrBadMessage, at, protowire.ParseError(n))
+			}
+			t, b = v, b[n:]
+		}
+		num, typ := t>>3, protowire.Type(t&7)
+		if num < uint64(protowire.MinValidNumber) || num > uint64(protowire.MaxValidNumber) {
+			return fmt.Errorf("%w: invalid field number %d at byte %d", ErrBadMessage, num, at)
+		}
+		// A field number we know with an unexpected wire type is an unknown
+		// field to proto.Unmarshal: it falls to the default cases below.
+		switch typ {
+		case protowire.VarintType:
+			var v uint64
+			var n int
+			if len(b) > 0 && b[0] < 0x80 {
+				v, n = uint64(b[0]), 1
+			} else if v, n = consumeVarint(b); n < 0 {
+				return fmt.Errorf("%w: field %d at byte %d: %v", ErrBadMessage, num, at, protowire.ParseError(n))
+			}
+			b = b[n:]
+			switch num {
+			case 1:
+				m.Type = FlowMessage_FlowType(int32(v))
+			case 3:
+				m.SamplingRate = v
+			case 4:
+				m.SequenceNum = uint32(v)
+			case 9:
+				m.Bytes = v
+			case 10:
+				m.Packets = v
+			case 13:
+				m.NextHopAs = uint32(v)
+			case 14:
+				m.SrcAs = uint32(v)
+			case 15:
+				m.DstAs = uint32(v)
+			case 16:
+				m.SrcNet = uint32(v)
+			case 17:
+				m.DstNet = uint32(v)
+			case 18:
+				m.InIf = uint32(v)
+			case 19:
+				m.OutIf = uint32(v)
+			case 20:
+				m.Proto = uint32(v)
+			case 21:
+				m.SrcPort = uint32(v)
+			case 22:
+				m.DstPort = uint32(v)
+			case 23:
+				m.IpTos = uint32(v)
+			case 24:
+				m.ForwardingStatus = uint32(v)
+			case 25:
+				m.IpTtl = uint32(v)
+			case 26:
+				m.TcpFlags = uint32(v)
+			case 27:
+				m.SrcMac = v
+			case 28:
+				m.DstMac = v
+			case 29:
+				m.VlanId = uint32(v)
+			case 30:
+				m.Etype = uint32(v)
+			case 31:
+				m.IcmpType = uint32(v)
+			case 32:
+				m.IcmpCode = uint32(v)
+			case 33:
+				m.SrcVlan = uint32(v)
+			case 34:
+				m.DstVlan = uint32(v)
+			case 37:
+				m.Ipv6FlowLabel = uint32(v)
+			case 38:
+				m.IpFlags = uint32(v)
+			case 42:
+				m.FlowDirection = uint32(v)
+			case 70:
+				m.ObservationDomainId = uint32(v)
+			case 71:
+				m.ObservationPointId = uint32(v)
+			case 110:
+				m.TimeReceivedNs = v
+			case 111:
+				m.TimeFlowStartNs = v
+			case 112:
+				m.TimeFlowEndNs = v
+			}
+		case protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return fmt.Errorf("%w: field %d at byte %d: %v", ErrBadMessage, num, at, protowire.ParseError(n))
+			}
+			b = b[n:]
+			// As in proto3, the last occurrence of a field wins.
+			switch num {
+			case 6:
+				m.SrcAddr = setBytes(m.SrcAddr, v)
+			case 7:
+				m.DstAddr = setBytes(m.DstAddr, v)
+			case 11:
+				m.SamplerAddress = setBytes(m.SamplerAddress, v)
+			case 12:
+				m.NextHop = setBytes(m.NextHop, v)
+			case 100:
+				m.BgpNextHop = setBytes(m.BgpNextHop, v)
+			}
+		default:
+			// Fixed32, fixed64, groups (skipped whole, nested, up to the
+			// matching end-group tag) and invalid types: the very function
+			// proto.Unmarshal uses to skip unknown fields. A stray
+			// end-group tag is an error, as in proto.Unmarshal.
+			n := protowire.ConsumeFieldValue(protowire.Number(num), typ, b)
+			if n < 0 {
+				return fmt.Errorf("%w: field %d at byte %d: %v", ErrBadMessage, num, at, protowire.ParseError(n))
+			}
+			b = b[n:]
+		}
+	}
+	return nil
+}
+
+// consumeVarint is protowire.ConsumeVarint with a fast path for two-byte
+// values (DecodeWire handles one-byte values inline).
+func consumeVarint(b []byte) (uint64, int) {
+	if len(b) > 1 && b[0] >= 0x80 && b[1] < 0x80 {
+		return uint64(b[0]&0x7f) | uint64(b[1])<<7, 2
+	}
+	return protowire.ConsumeVarint(b)
+}
+
+// setBytes copies v into dst's backing array, growing it if needed; the
+// first allocation has room for an IPv6 address.
+func setBytes(dst, v []byte) []byte {
+	if cap(dst) < len(v) {
+		dst = make([]byte, 0, max(len(v), 16))
+	}
+	return append(dst[:0], v...)
+}
