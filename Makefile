@@ -27,7 +27,8 @@ bench: kafka-libs
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./pb/
 	$(GO) test -run '^$$' -bench Generate -benchmem -cpu 1 ./mocker/
 	$(GO) test -run '^$$' -bench Produce -benchtime 1000000x -benchmem ./mocker/
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./inserter/...
+	$(GO) test -run '^$$' -bench 'Decode|AddFlow' -benchmem ./inserter/...
+	$(GO) test -run '^$$' -bench Drain1M -benchtime 1x -timeout 30m ./inserter/
 
 # Built, then run, rather than `go run`: go run exits 1 on Ctrl-C whatever
 # the demo's own exit status is.
