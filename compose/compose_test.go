@@ -17,6 +17,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"go.yaml.in/yaml/v4"
+
+	flowcli "github.com/spendletonliveaction/flow-pipeline/internal/cli"
 )
 
 // stacks lists each compose file with the services it must define, so a
@@ -420,7 +422,7 @@ func buildBinary(t *testing.T, name string) string {
 		if binaries.err != nil {
 			return
 		}
-		for _, cmd := range []string{"mocker", "inserter"} {
+		for _, cmd := range []string{"mocker", "inserter", "demo"} {
 			c := exec.Command("go", "build", "-o", filepath.Join(binaries.dir, cmd), "./cmd/"+cmd)
 			c.Dir = repoRoot(t)
 			if out, err := c.CombinedOutput(); err != nil {
@@ -472,11 +474,6 @@ func flagNames(args []string) []string {
 	return names
 }
 
-// envName mirrors internal/cli.EnvName: kafka.brokers -> KAFKA_BROKERS.
-func envName(flag string) string {
-	return strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(flag))
-}
-
 // extraEnv lists environment variables our binaries read that are not
 // spelled like a flag.
 var extraEnv = map[string][]string{
@@ -508,7 +505,7 @@ func TestOurCommandsFlags(t *testing.T) {
 				for k := range svc.Environment {
 					ok := slices.Contains(extraEnv[name], k)
 					for f := range accepted {
-						ok = ok || envName(f) == k
+						ok = ok || flowcli.EnvName(f) == k
 					}
 					if !ok {
 						t.Errorf("environment variable %s matches no flag of %s", k, name)
