@@ -208,7 +208,8 @@ func TestSIGTERMCommitsWhatItConsumed(t *testing.T) {
 		t.Fatal(err)
 	}
 	if d.StoredOffsets >= n {
-		t.Skipf("drained all %d flows before SIGTERM; nothing mid-stream to check", n)
+		// Still worth checking (exit 0, exact totals), but say it.
+		t.Logf("the inserter drained all %d flows before SIGTERM arrived", n)
 	}
 	// One flow per record on one partition: the first next_offset flows.
 	g := flowtest.NewGen(12)
