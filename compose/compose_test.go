@@ -511,6 +511,15 @@ func TestOurCommandsFlags(t *testing.T) {
 						t.Errorf("environment variable %s matches no flag of %s", k, name)
 					}
 				}
+				// The image has no shell: the health check must run the
+				// binary's own -probe against the port it serves.
+				want := []string{"CMD", "/usr/local/bin/" + name, "-probe", "http://127.0.0.1:" + metricsPort(svc) + "/readyz"}
+				if got := healthTest(svc); !slices.Equal(got, want) {
+					t.Errorf("health check %q, want %q", got, want)
+				}
+				if !accepted["probe"] {
+					t.Errorf("%s has no -probe flag for its health check", name)
+				}
 				// Values too: parse the real command line, then stop at -h.
 				out, _ := exec.Command(bin, append(slices.Clone(args), "-h")...).CombinedOutput()
 				for _, bad := range []string{"flag provided but not defined", "invalid value", "invalid boolean"} {

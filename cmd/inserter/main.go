@@ -41,6 +41,7 @@ type flags struct {
 	port, writers                           int
 	retention                               string
 	metricsAddr, logLevel, logFormat        string
+	probe                                   string
 }
 
 func newFlagSet(out io.Writer) (*flag.FlagSet, *flags) {
@@ -64,6 +65,7 @@ func newFlagSet(out io.Writer) (*flag.FlagSet, *flags) {
 	fs.IntVar(&f.writers, "postgres.writers", 2, "concurrent COPY connections; a partition always uses the same one")
 	fs.StringVar(&f.retention, "postgres.retention", "0", "drop daily partitions older than this, e.g. 7d or 168h; 0 keeps everything")
 	fs.StringVar(&f.metricsAddr, "metrics.addr", ":8082", "address serving /metrics, /healthz and /readyz (empty disables)")
+	fs.StringVar(&f.probe, "probe", "", cli.ProbeFlagUsage)
 	fs.StringVar(&f.logLevel, "loglevel", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log.format", "text", "log format: text or json")
 	cli.SetUsage(fs, "inserter: consume flows from Kafka and store them in PostgreSQL exactly once.")
@@ -123,6 +125,9 @@ func run(args []string, stderr io.Writer) error {
 	fs, f := newFlagSet(stderr)
 	if err := cli.Parse(fs, args); err != nil {
 		return err
+	}
+	if f.probe != "" {
+		return cli.Probe(f.probe, 3*time.Second)
 	}
 	logger, err := cli.NewLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {

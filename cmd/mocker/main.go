@@ -44,12 +44,20 @@ func run(args []string, stderr io.Writer) int {
 	level := fs.String("loglevel", "info", "log level: debug, info, warn or error")
 	format := fs.String("log.format", "text", "log format: text or json")
 	metricsAddr := fs.String("metrics.addr", ":8081", "serve /metrics, /healthz and /readyz on this address; empty disables")
+	probe := fs.String("probe", "", cli.ProbeFlagUsage)
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		fmt.Fprintf(stderr, "mocker: %v\n", err)
 		return 2
+	}
+	if *probe != "" {
+		if err := cli.Probe(*probe, 3*time.Second); err != nil {
+			fmt.Fprintf(stderr, "mocker: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	logger, err := cli.NewLogger(stderr, *level, *format)
 	if err != nil {

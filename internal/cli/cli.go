@@ -148,3 +148,22 @@ func ServeMetrics(ctx context.Context, addr string, gatherer prometheus.Gatherer
 	logger.Info("serving metrics", "addr", ln.Addr().String())
 	return nil
 }
+
+// ProbeFlagUsage describes the -probe flag every server binary has.
+const ProbeFlagUsage = "check that this URL answers 200 (e.g. http://127.0.0.1:8081/readyz), then exit 0, or 1 if not; for container health checks, since the images have no curl or wget"
+
+// Probe asks a running binary's health endpoint whether it is ready. The
+// images are built FROM scratch, so their health checks run the binary
+// itself with -probe instead of a shell tool.
+func Probe(url string, timeout time.Duration) error {
+	client := http.Client{Timeout: timeout}
+	resp, err := client.Get(url)
+	if err != nil {
+		return fmt.Errorf("probe %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("probe %s: %s", url, resp.Status)
+	}
+	return nil
+}

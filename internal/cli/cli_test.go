@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -150,9 +151,15 @@ func TestServeMetrics(t *testing.T) {
 	if code, _ := get("/readyz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz before ready: %d, want 503", code)
 	}
+	if err := Probe("http://"+addr+"/readyz", time.Second); err == nil {
+		t.Error("Probe of /readyz before ready succeeded")
+	}
 	ready.Store(true)
 	if code, _ := get("/readyz"); code != 200 {
 		t.Errorf("/readyz when ready: %d, want 200", code)
+	}
+	if err := Probe("http://"+addr+"/readyz", time.Second); err != nil {
+		t.Errorf("Probe of /readyz when ready: %v", err)
 	}
 
 	// A taken address is an error at start, not a log line later.
