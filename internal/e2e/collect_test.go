@@ -7,12 +7,15 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -124,9 +127,34 @@ func TestRouterCapturesThroughGoflow2IntoPostgres(t *testing.T) {
 		// Give goflow2 time to learn templates before their data arrives.
 		time.Sleep(50 * time.Millisecond)
 	}
+	// A datagram that is no export at all: goflow2 counts a decoder error
+	// (a metric the Pipeline dashboard charts) and produces nothing.
+	if _, err := exporters["netflow"].Write([]byte("not a flow export")); err != nil {
+		t.Fatal(err)
+	}
 
 	// What goflow2 put on the topic, decoded with our contract.
 	got, bytesOnTopic := consumeAll(t, kafka, topic, sum(want))
+
+	// The Pipeline dashboard charts goflow2's metrics by name: the real
+	// collector, having decoded every protocol, must export each of them.
+	// Labelled series appear once counted, so poll briefly.
+	var missing []string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		exported := httpBody(t, "http://"+httpAddr+"/metrics")
+		missing = missing[:0]
+		for _, name := range dashboardMetrics(t, "goflow2_") {
+			if !regexp.MustCompile(`(?m)^` + name + `[{ ]`).MatchString(exported) {
+				missing = append(missing, name)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, name := range missing {
+		t.Errorf("the Pipeline dashboard charts %s, which goflow2 %s does not export", name, goflow2Version)
+	}
 	for typ, n := range want {
 		if got[typ] != n {
 			t.Errorf("topic holds %d %s flows, the captures hold %d", got[typ], typ, n)
@@ -210,6 +238,37 @@ func TestRouterCapturesThroughGoflow2IntoPostgres(t *testing.T) {
 	if v4 != want[pb.FlowMessage_NETFLOW_V5] || mapped != 0 {
 		t.Errorf("NetFlow v5 rows: %d with IPv4 addresses (want %d), %d shown IPv4-mapped (want 0)", v4, want[pb.FlowMessage_NETFLOW_V5], mapped)
 	}
+}
+
+func httpBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
+
+// dashboardMetrics lists the metric names with this prefix that the
+// Pipeline dashboard queries.
+func dashboardMetrics(t *testing.T, prefix string) []string {
+	t.Helper()
+	dashboard, err := os.ReadFile(filepath.Join("..", "..", "grafana", "dashboards", "pipeline.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := regexp.MustCompile(regexp.QuoteMeta(prefix)+`[a-z0-9_]+`).FindAllString(string(dashboard), -1)
+	slices.Sort(names)
+	names = slices.Compact(names)
+	if len(names) == 0 {
+		t.Fatalf("the Pipeline dashboard queries no %s* metric", prefix)
+	}
+	return names
 }
 
 func goflow2Binary(t *testing.T) string {
