@@ -131,6 +131,19 @@ func (s *Sink) StoredOffsets(ctx context.Context, topic string) (map[int32]int64
 	return out, opErr("offsets", err)
 }
 
+// SetStartOffsets records where this sink's consumer group starts reading
+// topic, for partitions it has no offset stored for yet. The group then
+// skips what the topic held before (the demo counts only its own run).
+func (s *Sink) SetStartOffsets(ctx context.Context, topic string, offsets map[int32]int64) error {
+	for p, off := range offsets {
+		if _, err := s.pool.Exec(ctx, `INSERT INTO kafka_offsets (consumer_group, topic, partition, next_offset)
+VALUES ($1, $2, $3, $4) ON CONFLICT (consumer_group, topic, partition) DO NOTHING`, s.cfg.Group, topic, p, off); err != nil {
+			return opErr("offsets", fmt.Errorf("store the start offset of %s/%d for group %s: %w", topic, p, s.cfg.Group, err))
+		}
+	}
+	return nil
+}
+
 func partitionName(day time.Time) string { return "flows_p" + day.Format("20060102") }
 
 // ensurePartitions creates the daily partitions the batch needs before the

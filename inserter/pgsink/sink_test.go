@@ -274,3 +274,40 @@ func TestRetentionDropsWholePartitions(t *testing.T) {
 		t.Fatalf("late flow after retention: %v", err)
 	}
 }
+
+// TestSetStartOffsets: a group told to start at offset 40 stores only the
+// records from 40 on, and a start offset never moves a stored one.
+func TestSetStartOffsets(t *testing.T) {
+	dsn := testDB(t)
+	s := newSink(t, dsn, "g")
+	ctx := context.Background()
+	if err := s.SetStartOffsets(ctx, "flows", map[int32]int64{0: 40, 1: 7}); err != nil {
+		t.Fatal(err)
+	}
+	g := flowtest.NewGen(5)
+	var flows []*pb.FlowMessage
+	var want flowtest.Totals
+	for i := range 60 {
+		m := &pb.FlowMessage{}
+		g.Next(m, time.Now().Add(time.Duration(i)*time.Millisecond-time.Minute))
+		flows = append(flows, m)
+		if i >= 40 {
+			want.Flows++
+			want.Bytes += int64(m.Bytes)
+			want.Packets += int64(m.Packets)
+		}
+	}
+	res, err := s.Write(ctx, batchOf(t, flows, 0))
+	if err != nil || res.Flows != 20 || res.SkippedRecords != 40 {
+		t.Fatalf("write from offset 0: %+v %v, want 20 flows and 40 skipped records", res, err)
+	}
+	flowtest.Check(t, dsn, want)
+
+	if err := s.SetStartOffsets(ctx, "flows", map[int32]int64{0: 0}); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.StoredOffsets(ctx, "flows")
+	if err != nil || len(stored) != 2 || stored[0] != 60 || stored[1] != 7 {
+		t.Fatalf("stored offsets %v %v, want partition 0 at 60 and 1 at 7", stored, err)
+	}
+}

@@ -365,18 +365,17 @@ func prepareDB(ctx context.Context, dsn string, brokers []string, topic, group s
 	if err != nil {
 		return 0, 0, err
 	}
+	if err := sink.SetStartOffsets(cctx, topic, ends); err != nil {
+		return 0, 0, err
+	}
+	for _, off := range ends {
+		seeded += uint64(off)
+	}
 	conn, err := pgx.Connect(cctx, dsn)
 	if err != nil {
 		return 0, 0, fmt.Errorf("connect to PostgreSQL (%s): %w", dsn, err)
 	}
 	defer conn.Close(context.Background())
-	for p, off := range ends {
-		if _, err := conn.Exec(cctx, "INSERT INTO kafka_offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, $3, $4)",
-			group, topic, p, off); err != nil {
-			return 0, 0, fmt.Errorf("store the start offsets of consumer group %s: %w", group, err)
-		}
-		seeded += uint64(off)
-	}
 	rows, err = countRows(cctx, conn)
 	if err != nil {
 		return 0, 0, fmt.Errorf("count the flows already stored: %w", err)
