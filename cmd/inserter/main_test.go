@@ -233,42 +233,55 @@ func TestSIGKILLRestarts(t *testing.T) {
 	topic := testenv.UniqueName(t)
 	k.CreateTopic(t, topic, 3)
 	args := []string{"-kafka.brokers", k.Brokers()[0], "-kafka.topic", topic, "-kafka.group", "g", "-postgres.dsn", dsn, "-flush.count", "5000", "-flush.dur", "200ms"}
-	base := time.Now().Add(-time.Hour)
-	var want flowtest.Totals
-	produced := make(chan struct{})
-	var chunks atomic.Int32
-	go func() {
-		defer close(produced)
-		for i := range 12 {
-			tot := flowtest.ProduceFlows(t, k.Brokers(), topic, int64(20+i), 20_000, 1+i%2, base.Add(time.Duration(i)*time.Minute))
-			want.Flows += tot.Flows
-			want.Bytes += tot.Bytes
-			want.Packets += tot.Packets
-			chunks.Add(1)
-			time.Sleep(time.Second)
-		}
-	}()
+	stream := produceStream(t, k.Brokers(), topic, 20, 20_000, func(i int) int { return 1 + i%2 })
 	p := startBinary(t, args...)
 	for kill := 1; kill <= 3; kill++ {
 		before := rows(t, dsn)
 		waitRowsAtLeast(t, dsn, before+10_000, 2*time.Minute)
 		p.kill(t)
-		t.Logf("SIGKILL %d at %d rows, %d of 12 chunks produced", kill, rows(t, dsn), chunks.Load())
-		if kill == 1 && chunks.Load() == 12 {
+		t.Logf("SIGKILL %d at %d rows, %d of 12 chunks produced", kill, rows(t, dsn), stream.chunks.Load())
+		if kill == 1 && stream.chunks.Load() == 12 {
 			t.Error("the first kill came after production ended: not mid-stream")
 		}
 		p = startBinary(t, args...)
 	}
-	<-produced
+	<-stream.done
 	if t.Failed() {
 		return
 	}
-	flowtest.WaitRows(t, dsn, want.Flows, 2*time.Minute)
+	flowtest.WaitRows(t, dsn, stream.want.Flows, 2*time.Minute)
 	time.Sleep(time.Second)
-	flowtest.Check(t, dsn, want)
+	flowtest.Check(t, dsn, stream.want)
 	if !p.running() {
 		t.Fatal("inserter exited on its own")
 	}
+}
+
+// flowStream is 12 chunks of flows produced one second apart in the
+// background, so the inserters under test meet a live stream, not a backlog.
+type flowStream struct {
+	done   chan struct{} // closed after the last chunk; want is final then
+	chunks atomic.Int32
+	want   flowtest.Totals
+}
+
+// produceStream starts a stream; chunk i uses seed seed+i, perChunk flows
+// and flowsPerRecord(i) flows per Kafka record.
+func produceStream(t *testing.T, brokers []string, topic string, seed int64, perChunk int, flowsPerRecord func(i int) int) *flowStream {
+	s := &flowStream{done: make(chan struct{})}
+	base := time.Now().Add(-time.Hour)
+	go func() {
+		defer close(s.done)
+		for i := range 12 {
+			tot := flowtest.ProduceFlows(t, brokers, topic, seed+int64(i), perChunk, flowsPerRecord(i), base.Add(time.Duration(i)*time.Minute))
+			s.want.Flows += tot.Flows
+			s.want.Bytes += tot.Bytes
+			s.want.Packets += tot.Packets
+			s.chunks.Add(1)
+			time.Sleep(time.Second)
+		}
+	}()
+	return s
 }
 
 // TestScaleOut runs 3 inserters in one group on a 6-partition topic and
@@ -280,38 +293,24 @@ func TestScaleOut(t *testing.T) {
 	topic := testenv.UniqueName(t)
 	k.CreateTopic(t, topic, 6)
 	args := []string{"-kafka.brokers", k.Brokers()[0], "-kafka.topic", topic, "-kafka.group", "g", "-postgres.dsn", dsn, "-flush.count", "3000", "-flush.dur", "200ms"}
-	base := time.Now().Add(-time.Hour)
-	var want flowtest.Totals
-	produced := make(chan struct{})
-	var chunks atomic.Int32
-	go func() {
-		defer close(produced)
-		for i := range 12 {
-			tot := flowtest.ProduceFlows(t, k.Brokers(), topic, int64(40+i), 25_000, 1, base.Add(time.Duration(i)*time.Minute))
-			want.Flows += tot.Flows
-			want.Bytes += tot.Bytes
-			want.Packets += tot.Packets
-			chunks.Add(1)
-			time.Sleep(time.Second)
-		}
-	}()
+	stream := produceStream(t, k.Brokers(), topic, 40, 25_000, func(int) int { return 1 })
 	var procs []*proc
 	for range 3 {
 		procs = append(procs, startBinary(t, args...))
 	}
 	waitRowsAtLeast(t, dsn, 60_000, 2*time.Minute)
 	procs[1].kill(t)
-	t.Logf("killed one of three inserters at %d rows, %d of 12 chunks produced", rows(t, dsn), chunks.Load())
-	if chunks.Load() == 12 {
+	t.Logf("killed one of three inserters at %d rows, %d of 12 chunks produced", rows(t, dsn), stream.chunks.Load())
+	if stream.chunks.Load() == 12 {
 		t.Error("the kill came after production ended: not mid-stream")
 	}
-	<-produced
+	<-stream.done
 	if t.Failed() {
 		return
 	}
-	flowtest.WaitRows(t, dsn, want.Flows, 3*time.Minute)
+	flowtest.WaitRows(t, dsn, stream.want.Flows, 3*time.Minute)
 	time.Sleep(2 * time.Second)
-	flowtest.Check(t, dsn, want)
+	flowtest.Check(t, dsn, stream.want)
 	for i, p := range procs {
 		if i != 1 && !p.running() {
 			t.Errorf("inserter %d exited on its own", i)
