@@ -46,6 +46,28 @@ func IsLockTimeout(err error) bool {
 	return errors.As(err, &pe) && (pe.Code == "55P03" || pe.Code == "40P01")
 }
 
+// ErrBusy means retention left a partition alone because another
+// transaction (a long reader) holds a lock on it; it is retried later.
+var ErrBusy = errors.New("another transaction holds a lock on the partition")
+
+// busy reports the first other backend holding a lock on rel. Retention
+// checks it before each statement that would wait for such a reader: a
+// DETACH or DROP waiting for ACCESS EXCLUSIVE on the partition would hold
+// up every new query on it until lock_timeout, and a DETACH CONCURRENTLY
+// cut short leaves a pending detach behind.
+func busy(ctx context.Context, c *pgx.Conn, rel string) error {
+	var pid int32
+	err := c.QueryRow(ctx, `SELECT pid FROM pg_locks WHERE locktype = 'relation' AND relation = to_regclass($1)
+  AND pid <> pg_backend_pid() LIMIT 1`, rel).Scan(&pid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%s: backend %d: %w", rel, pid, ErrBusy)
+}
+
 func (s *Sink) lockTimeoutSQL(local bool) string {
 	scope := ""
 	if local {
@@ -357,12 +379,14 @@ func (s *Sink) serverVersion(ctx context.Context, conn *pgx.Conn) (int, error) {
 // rollup keeps matching the rows. It returns the partitions it dropped,
 // also when it fails part way (the rest is retried on the next call).
 //
-// Each partition is first detached CONCURRENTLY (PostgreSQL 14+): that
-// takes SHARE UPDATE EXCLUSIVE on flows, which neither readers nor writers
-// conflict with, then waits for the transactions that still see the
-// partition. That wait is bounded by lock_timeout: a detach cut short
-// stays pending and is finished (DETACH ... FINALIZE) on a later call,
-// once the long reader is gone. The detached table is then dropped.
+// A partition another transaction holds a lock on (a long reader) is left
+// for a later call (ErrBusy). Otherwise it is first detached CONCURRENTLY
+// (PostgreSQL 14+): SHARE UPDATE EXCLUSIVE on flows, which neither readers
+// nor writers conflict with, then a wait, holding no lock, for the
+// transactions that still see the partition. That wait is bounded by
+// lock_timeout: a detach cut short stays pending and is finished (DETACH
+// ... FINALIZE) on a later call. The detached table is then dropped: no
+// query on flows can see it any more.
 func (s *Sink) DropExpired(ctx context.Context, cutoff time.Time) ([]string, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -445,6 +469,13 @@ WHERE c.relkind = 'r' AND c.relnamespace = (SELECT relnamespace FROM pg_class WH
 	var firstErr error
 	for _, p := range parts {
 		ident := pgx.Identifier{p.name}.Sanitize()
+		expired := !p.day.AddDate(0, 0, 1).After(cutoff)
+		if p.pending || expired {
+			if err := busy(ctx, c, p.name); err != nil {
+				firstErr = err
+				break
+			}
+		}
 		if p.pending {
 			// Only one partition may be pending detach at a time: finish it
 			// first, expired or not (only retention starts a detach).
@@ -454,7 +485,7 @@ WHERE c.relkind = 'r' AND c.relnamespace = (SELECT relnamespace FROM pg_class WH
 			}
 			gone[p.name] = true
 		}
-		if !p.day.AddDate(0, 0, 1).After(cutoff) {
+		if expired {
 			if p.attached && !gone[p.name] {
 				stmt := "ALTER TABLE flows DETACH PARTITION " + ident
 				if concurrent {
@@ -484,7 +515,7 @@ WHERE c.relkind = 'r' AND c.relnamespace = (SELECT relnamespace FROM pg_class WH
 	if _, err := c.Exec(ctx, "DELETE FROM flows_5m WHERE timeslot < $1", keepFrom); err != nil && firstErr == nil {
 		firstErr = fmt.Errorf("delete expired flows_5m rows: %w", err)
 	}
-	if firstErr != nil && IsLockTimeout(firstErr) {
+	if firstErr != nil && (IsLockTimeout(firstErr) || errors.Is(firstErr, ErrBusy)) {
 		firstErr = fmt.Errorf("%w (a long transaction still reads flows; retention resumes on its next run)", firstErr)
 	}
 	return dropped, firstErr
