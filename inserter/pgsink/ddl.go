@@ -107,10 +107,12 @@ func (s *Sink) retryLocks(ctx context.Context, what string, fn func() error) err
 func (s *Sink) ddlTx(ctx context.Context, what string, fn func(pgx.Tx) error) error {
 	return s.retryLocks(ctx, what, func() error {
 		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, s.lockTimeoutSQL(true)); err != nil {
+			// Waiting for the advisory lock holds no lock on any table, so
+			// it needs no timeout: another inserter's DDL is itself bounded.
+			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", schemaLockKey); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", schemaLockKey); err != nil {
+			if _, err := tx.Exec(ctx, s.lockTimeoutSQL(true)); err != nil {
 				return err
 			}
 			return fn(tx)
@@ -394,21 +396,17 @@ func (s *Sink) DropExpired(ctx context.Context, cutoff time.Time) ([]string, err
 	}
 	defer conn.Release()
 	c := conn.Conn()
-	// DETACH CONCURRENTLY cannot run in a transaction block: use session
-	// settings and a session advisory lock, both undone before the
+	// DETACH CONCURRENTLY cannot run in a transaction block: use a session
+	// advisory lock and session settings, both undone before the
 	// connection goes back to the pool.
+	if _, err := c.Exec(ctx, "SELECT pg_advisory_lock($1)", schemaLockKey); err != nil {
+		return nil, opErr("retention", err)
+	}
+	defer c.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", schemaLockKey)
 	if _, err := c.Exec(ctx, s.lockTimeoutSQL(false)); err != nil {
 		return nil, opErr("retention", err)
 	}
 	defer c.Exec(context.WithoutCancel(ctx), "RESET lock_timeout")
-	err = s.retryLocks(ctx, "retention lock", func() error {
-		_, err := c.Exec(ctx, "SELECT pg_advisory_lock($1)", schemaLockKey)
-		return err
-	})
-	if err != nil {
-		return nil, opErr("retention", err)
-	}
-	defer c.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", schemaLockKey)
 
 	dropped, err := s.dropExpired(ctx, c, cutoff)
 	if len(dropped) > 0 {

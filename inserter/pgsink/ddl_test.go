@@ -524,3 +524,57 @@ func testGivesWay(t *testing.T, read string, wantErr func(error) bool, second []
 	}
 	flowtest.Check(t, dsn, flowtest.Totals{Flows: 2 + 3, Bytes: 2*10 + 3*100, Packets: 5})
 }
+
+// TestDDLRetriesAfterLockTimeout: partition creation behind a session
+// holding SHARE UPDATE EXCLUSIVE on flows (what ATTACH needs) gives up
+// each attempt after lock_timeout and retries: it succeeds once the lock
+// is released, and fails with the lock timeout, in bounded time, when the
+// lock is never released.
+func TestDDLRetriesAfterLockTimeout(t *testing.T) {
+	for _, release := range []bool{true, false} {
+		t.Run(fmt.Sprintf("released=%v", release), func(t *testing.T) {
+			dsn := testDB(t)
+			s, err := pgsink.New(pgsink.Config{DSN: dsn, Group: "g", LockTimeout: 200 * time.Millisecond}, quiet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			if err := s.CreateSchema(ctx); err != nil {
+				t.Fatal(err)
+			}
+			holder := connect(t, dsn)
+			tx, err := holder.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			if _, err := tx.Exec(ctx, "LOCK TABLE flows IN SHARE UPDATE EXCLUSIVE MODE"); err != nil {
+				t.Fatal(err)
+			}
+			const hold = time.Second
+			if release {
+				timer := time.AfterFunc(hold, func() { tx.Rollback(ctx) })
+				defer timer.Stop()
+			}
+			d := time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC)
+			start := time.Now()
+			err = s.EnsurePartitions(ctx, []time.Time{d})
+			took := time.Since(start)
+			var n int64
+			if err := connect(t, dsn).QueryRow(ctx, "SELECT count(*) FROM pg_inherits WHERE inhrelid = to_regclass('flows_p20240501')").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if release {
+				if err != nil || n != 1 || took < hold {
+					t.Fatalf("after the lock is released: %v, %d partitions, after %s; want success, 1, at least %s", err, n, took, hold)
+				}
+				return
+			}
+			// 5 attempts of 200ms, 100+200+400+800ms of backoff: about 3s.
+			if !pgsink.IsLockTimeout(err) || !strings.Contains(err.Error(), "5 times") || n != 0 || took > 10*time.Second {
+				t.Fatalf("behind a lock never released: %v, %d partitions, after %s; want a lock timeout after 5 attempts, 0, within 10s", err, n, took)
+			}
+		})
+	}
+}
