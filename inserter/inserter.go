@@ -46,8 +46,11 @@ type Config struct {
 
 	PostgresDSN string // required
 	// Retention drops daily partitions older than this; 0 keeps everything.
-	Retention         time.Duration
-	RetentionInterval time.Duration // how often to check; default 10m
+	Retention time.Duration
+	// RetentionInterval is how often retention runs (default 10m); the
+	// maintenance loop that creates tomorrow's partition ahead, and retries
+	// an unfinished retention, wakes every min(1m, RetentionInterval).
+	RetentionInterval time.Duration
 	// Now is the clock for validation bounds, the retention cutoff and
 	// partition pre-creation (nil means time.Now); tests move it.
 	Now func() time.Time

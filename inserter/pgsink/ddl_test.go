@@ -1,6 +1,7 @@
 package pgsink_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,8 +31,17 @@ func connect(t *testing.T, dsn string) *pgx.Conn {
 // lockModes lists the lock modes the backend pid holds (granted) on rel.
 func lockModes(t *testing.T, conn *pgx.Conn, pid uint32, rel string) []string {
 	t.Helper()
+	var oid uint32
+	if err := conn.QueryRow(context.Background(), "SELECT to_regclass($1)::oid", rel).Scan(&oid); err != nil {
+		t.Fatalf("%s: %v", rel, err)
+	}
+	return lockModesOID(t, conn, pid, oid)
+}
+
+func lockModesOID(t *testing.T, conn *pgx.Conn, pid, oid uint32) []string {
+	t.Helper()
 	rows, err := conn.Query(context.Background(), `SELECT mode FROM pg_locks
-WHERE pid = $1 AND granted AND locktype = 'relation' AND relation = to_regclass($2) ORDER BY mode`, pid, rel)
+WHERE pid = $1 AND granted AND locktype = 'relation' AND relation = $2 ORDER BY mode`, pid, oid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,10 +67,11 @@ func TestDDLLockLevels(t *testing.T) {
 CREATE TABLE flows_p20240102 PARTITION OF flows FOR VALUES FROM ('2024-01-02Z') TO ('2024-01-03Z')`); err != nil {
 		t.Fatal(err)
 	}
+	relOf := map[string]string{"new: attach: on the new table": "flows_p20240104", "old: create or replace view: on the view": "flows_scaled"}
 	for _, tc := range []struct {
 		name string
 		stmt string
-		want []string // modes held on flows before commit
+		want []string // modes held on flows (or relOf[name]) before commit
 	}{
 		{"new: create a plain table like flows", "CREATE TABLE flows_p20240103 (LIKE flows INCLUDING DEFAULTS INCLUDING CONSTRAINTS, CONSTRAINT c CHECK (time_received >= '2024-01-03Z' AND time_received < '2024-01-04Z'))",
 			[]string{"AccessShareLock"}},
@@ -68,6 +79,11 @@ CREATE TABLE flows_p20240102 PARTITION OF flows FOR VALUES FROM ('2024-01-02Z') 
 ALTER TABLE flows ATTACH PARTITION flows_p20240103 FOR VALUES FROM ('2024-01-03Z') TO ('2024-01-04Z');
 ALTER TABLE flows_p20240103 DROP CONSTRAINT c`,
 			[]string{"AccessShareLock", "ShareUpdateExclusiveLock"}},
+		{name: "new: attach: on the new table", stmt: `CREATE TABLE flows_p20240104 (LIKE flows);
+ALTER TABLE flows ATTACH PARTITION flows_p20240104 FOR VALUES FROM ('2024-01-04Z') TO ('2024-01-05Z')`,
+			want: []string{"AccessExclusiveLock", "ShareLock"}},
+		{name: "old: create or replace view: on the view", stmt: "CREATE OR REPLACE VIEW flows_scaled AS SELECT *, bytes * greatest(sampling_rate, 1) AS bytes_scaled, packets * greatest(sampling_rate, 1) AS packets_scaled FROM flows",
+			want: []string{"AccessExclusiveLock"}},
 		{"old: create partition of", "CREATE TABLE flows_p20240105 PARTITION OF flows FOR VALUES FROM ('2024-01-05Z') TO ('2024-01-06Z')",
 			[]string{"AccessExclusiveLock"}},
 		{"old: create index if not exists", "CREATE INDEX IF NOT EXISTS flows_time_received_brin ON flows USING brin (time_received)",
@@ -120,8 +136,13 @@ ALTER TABLE flows_p20240103 DROP CONSTRAINT c`,
 			if _, err := tx.Exec(ctx, tc.stmt); err != nil {
 				t.Fatal(err)
 			}
-			if got := lockModes(t, admin, conn.PgConn().PID(), "flows"); !slices.Equal(got, tc.want) {
-				t.Errorf("locks on flows: %v, want %v", got, tc.want)
+			rel := cmp.Or(relOf[tc.name], "flows")
+			var oid uint32 // the new table is visible to its transaction only
+			if err := tx.QueryRow(ctx, "SELECT to_regclass($1)::oid", rel).Scan(&oid); err != nil {
+				t.Fatal(err)
+			}
+			if got := lockModesOID(t, admin, conn.PgConn().PID(), oid); !slices.Equal(got, tc.want) {
+				t.Errorf("locks on %s: %v, want %v", rel, got, tc.want)
 			}
 		})
 	}
