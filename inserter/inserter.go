@@ -46,8 +46,14 @@ type Config struct {
 
 	PostgresDSN string // required
 	// Retention drops daily partitions older than this; 0 keeps everything.
-	Retention         time.Duration
-	RetentionInterval time.Duration // how often to check; default 10m
+	Retention time.Duration
+	// RetentionInterval is how often retention runs (default 10m); the
+	// maintenance loop that creates tomorrow's partition ahead, and retries
+	// an unfinished retention, wakes every min(1m, RetentionInterval).
+	RetentionInterval time.Duration
+	// Now is the clock for validation bounds, the retention cutoff and
+	// partition pre-creation (nil means time.Now); tests move it.
+	Now func() time.Time
 
 	// Failed writes and connections are retried with exponential backoff
 	// from RetryMin (default 100ms) to RetryMax (default 5s), forever.
@@ -81,6 +87,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RetentionInterval == 0 {
 		c.RetentionInterval = 10 * time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	if c.RetryMin == 0 {
 		c.RetryMin = 100 * time.Millisecond
@@ -253,9 +262,7 @@ func (in *Inserter) Run(ctx context.Context) error {
 			in.logger.Warn("Kafka consumer error; sarama retries", "error", err)
 		}
 	})
-	if in.cfg.Retention > 0 {
-		bg.Go(func() { in.retentionLoop(ctx) })
-	}
+	bg.Go(func() { in.maintenanceLoop(ctx) })
 
 	h := &handler{in: in, runCtx: ctx}
 	backoff := in.cfg.RetryMin
@@ -457,18 +464,40 @@ func (in *Inserter) writer(ctx context.Context, batches <-chan *pgsink.Batch) {
 	}
 }
 
-func (in *Inserter) retentionLoop(ctx context.Context) {
-	t := time.NewTicker(in.cfg.RetentionInterval)
+// maintenanceInterval is how often the maintenance loop wakes: often
+// enough to create tomorrow's partition well before midnight, and to retry
+// a retention cut short by a long reader.
+func (in *Inserter) maintenanceInterval() time.Duration {
+	return min(time.Minute, in.cfg.RetentionInterval)
+}
+
+// maintenanceLoop keeps today's and tomorrow's partitions created ahead of
+// the writers, so crossing midnight takes no DDL in the write path, and
+// drops expired partitions every RetentionInterval (sooner again after a
+// failure). Its DDL gives way to long readers (lock_timeout) and retries.
+func (in *Inserter) maintenanceLoop(ctx context.Context) {
+	t := time.NewTicker(in.maintenanceInterval())
 	defer t.Stop()
+	var nextRetention time.Time // zero: due now
 	for {
-		dropped, err := in.sink.DropExpired(ctx, time.Now().Add(-in.cfg.Retention))
-		if err != nil && ctx.Err() == nil {
+		now := in.cfg.Now().UTC()
+		today := now.Truncate(24 * time.Hour)
+		if err := in.sink.EnsurePartitions(ctx, []time.Time{today, today.AddDate(0, 0, 1)}); err != nil && ctx.Err() == nil {
 			in.countPGError(err)
-			in.logger.Warn("dropping expired partitions failed; will retry", "error", err, "retry_in", in.cfg.RetentionInterval)
+			in.logger.Warn("creating today's and tomorrow's partitions failed; will retry", "error", err, "retry_in", in.maintenanceInterval())
 		}
-		if len(dropped) > 0 {
-			in.m.partitionsDroped.Add(float64(len(dropped)))
-			in.logger.Info("dropped expired partitions", "partitions", dropped, "retention", in.cfg.Retention)
+		if in.cfg.Retention > 0 && !time.Now().Before(nextRetention) {
+			nextRetention = time.Now().Add(in.cfg.RetentionInterval)
+			dropped, err := in.sink.DropExpired(ctx, now.Add(-in.cfg.Retention))
+			if err != nil && ctx.Err() == nil {
+				nextRetention = time.Time{} // retry at the next tick
+				in.countPGError(err)
+				in.logger.Warn("dropping expired partitions failed; will retry", "error", err, "retry_in", in.maintenanceInterval())
+			}
+			if len(dropped) > 0 {
+				in.m.partitionsDroped.Add(float64(len(dropped)))
+				in.logger.Info("dropped expired partitions", "partitions", dropped, "retention", in.cfg.Retention)
+			}
 		}
 		select {
 		case <-ctx.Done():

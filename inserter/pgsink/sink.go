@@ -30,6 +30,11 @@ type Config struct {
 	// MaxConns bounds the connection pool (default 3): one per concurrent
 	// Write plus one for DDL and retention.
 	MaxConns int32
+	// LockTimeout bounds how long a DDL statement (partition creation,
+	// retention, schema) waits for a lock on flows before it gives up and
+	// is retried (default 2s), so it never queues in front of the writers
+	// for long behind a slow reader.
+	LockTimeout time.Duration
 }
 
 // Error is a failed database operation; Op ("connect", "schema",
@@ -59,6 +64,10 @@ type Sink struct {
 
 	mu         sync.Mutex
 	partitions map[int64]bool // days known to have a partition
+	version    int            // server_version_num, once known
+	// plainDetach makes retention use DETACH without CONCURRENTLY, as on
+	// PostgreSQL 13 and older (tests).
+	plainDetach bool
 }
 
 // New prepares a Sink. It does not connect: call Ping or CreateSchema.
@@ -75,6 +84,9 @@ func New(cfg Config, logger *slog.Logger) (*Sink, error) {
 		pcfg.MaxConns = cfg.MaxConns
 	}
 	pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	if cfg.LockTimeout <= 0 {
+		cfg.LockTimeout = 2 * time.Second
+	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres pool: %w", err)
@@ -88,30 +100,6 @@ func (s *Sink) Close() { s.pool.Close() }
 // Ping checks that the database answers.
 func (s *Sink) Ping(ctx context.Context) error {
 	return opErr("connect", s.pool.Ping(ctx))
-}
-
-// CreateSchema creates the tables, index and view if absent. It is
-// idempotent and safe with several inserters starting at once.
-func (s *Sink) CreateSchema(ctx context.Context) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", schemaLockKey); err != nil {
-			return err
-		}
-		for _, stmt := range ddl() {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return fmt.Errorf("%s: %w", firstLine(stmt), err)
-			}
-		}
-		return nil
-	})
-	return opErr("schema", err)
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
 }
 
 // StoredOffsets returns the next offset to consume for each partition of
@@ -142,53 +130,6 @@ VALUES ($1, $2, $3, $4) ON CONFLICT (consumer_group, topic, partition) DO NOTHIN
 		}
 	}
 	return nil
-}
-
-func partitionName(day time.Time) string { return "flows_p" + day.Format("20060102") }
-
-// ensurePartitions creates the daily partitions the batch needs before the
-// data transaction, so COPY never meets a missing partition and the data
-// transaction never takes the parent's DDL lock.
-func (s *Sink) ensurePartitions(ctx context.Context, days []time.Time) error {
-	s.mu.Lock()
-	var missing []time.Time
-	for _, d := range days {
-		if !s.partitions[d.Unix()] {
-			missing = append(missing, d)
-		}
-	}
-	s.mu.Unlock()
-	if len(missing) == 0 {
-		return nil
-	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", schemaLockKey); err != nil {
-			return err
-		}
-		for _, d := range missing {
-			stmt := fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s PARTITION OF flows FOR VALUES FROM ('%s') TO ('%s')",
-				partitionName(d), d.Format(time.RFC3339), d.AddDate(0, 0, 1).Format(time.RFC3339))
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return fmt.Errorf("create partition %s: %w", partitionName(d), err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return opErr("partition", err)
-	}
-	s.mu.Lock()
-	for _, d := range missing {
-		s.partitions[d.Unix()] = true
-	}
-	s.mu.Unlock()
-	return nil
-}
-
-func (s *Sink) forgetPartitions() {
-	s.mu.Lock()
-	clear(s.partitions)
-	s.mu.Unlock()
 }
 
 // ErrGap means a batch does not continue from the stored offset: writing
@@ -239,6 +180,12 @@ func (s *Sink) write(ctx context.Context, b *Batch) (Result, error) {
 		return Result{}, opErr("write", err)
 	}
 	defer tx.Rollback(context.Background())
+	// Never wait long behind someone else's DDL on flows: fail, and the
+	// writer retries the batch. Longer than LockTimeout because row locks
+	// shared with other writers (offsets, flows_5m) are legitimate waits.
+	if _, err := tx.Exec(ctx, writeLockTimeoutSQL); err != nil {
+		return Result{}, opErr("write", err)
+	}
 
 	// Lock the partition's offset row for the whole transaction: a second
 	// inserter writing the same partition waits here, then sees our offset.
@@ -345,57 +292,4 @@ SET bytes = r.bytes + EXCLUDED.bytes, packets = r.packets + EXCLUDED.packets, fl
 		return fmt.Errorf("update flows_5m: %w", err)
 	}
 	return nil
-}
-
-// DropExpired drops the daily partitions of flows that end at or before
-// cutoff, and the flows_5m rows before the same boundary, so the rollup
-// keeps matching the rows. It returns the dropped partitions.
-func (s *Sink) DropExpired(ctx context.Context, cutoff time.Time) ([]string, error) {
-	var dropped []string
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		dropped = dropped[:0]
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", schemaLockKey); err != nil {
-			return err
-		}
-		rows, err := tx.Query(ctx, "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'flows'::regclass")
-		if err != nil {
-			return err
-		}
-		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return err
-		}
-		var boundary time.Time
-		for _, name := range names {
-			day, err := time.Parse("20060102", strings.TrimPrefix(name, "flows_p"))
-			if err != nil || !strings.HasPrefix(name, "flows_p") {
-				continue // not ours: leave it alone
-			}
-			end := day.AddDate(0, 0, 1)
-			if end.After(cutoff) {
-				continue
-			}
-			if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{name}.Sanitize()); err != nil {
-				return fmt.Errorf("drop %s: %w", name, err)
-			}
-			dropped = append(dropped, name)
-			if end.After(boundary) {
-				boundary = end
-			}
-		}
-		if !boundary.IsZero() {
-			if _, err := tx.Exec(ctx, "DELETE FROM flows_5m WHERE timeslot < $1", boundary); err != nil {
-				return fmt.Errorf("delete expired flows_5m rows: %w", err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, opErr("retention", err)
-	}
-	if len(dropped) > 0 {
-		s.forgetPartitions()
-	}
-	slices.Sort(dropped)
-	return dropped, nil
 }
