@@ -367,3 +367,54 @@ func containsAll(have, want []string) bool {
 	}
 	return true
 }
+
+// TestClickHouseGrafanaUser: both clickhouse stacks load the read-only user
+// of clickhouse-users.xml, and Grafana connects as it, knowing only its
+// password; the admin user stays with ClickHouse. (What the user may do is
+// tested on chDB in compose/clickhouse, TestGrafanaUser.)
+func TestClickHouseGrafanaUser(t *testing.T) {
+	root := repoRoot(t)
+	env := dotEnv(t)
+	for _, st := range stacks {
+		if st.sink != "clickhouse" {
+			continue
+		}
+		t.Run(st.file, func(t *testing.T) {
+			p := load(t, st.file)
+			ch := p.Services["clickhouse"]
+			mounted := false
+			for _, v := range ch.Volumes {
+				if v.Target == "/etc/clickhouse-server/users.d/grafana.xml" && v.Source == filepath.Join(root, "compose", "clickhouse-users.xml") {
+					mounted = true
+				}
+			}
+			if !mounted {
+				t.Error("clickhouse does not mount clickhouse-users.xml at /etc/clickhouse-server/users.d/grafana.xml")
+			}
+			if v := ch.Environment["CLICKHOUSE_GRAFANA_PASSWORD"]; v == nil || *v != env["CLICKHOUSE_GRAFANA_PASSWORD"] {
+				t.Errorf("clickhouse CLICKHOUSE_GRAFANA_PASSWORD = %v, want %q (read by from_env)", v, env["CLICKHOUSE_GRAFANA_PASSWORD"])
+			}
+			if v := ch.Environment["CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT"]; v == nil || *v != "0" {
+				t.Errorf("clickhouse CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT = %v, want 0", v)
+			}
+			g := p.Services["grafana"]
+			if v := g.Environment["CLICKHOUSE_GRAFANA_PASSWORD"]; v == nil || *v != env["CLICKHOUSE_GRAFANA_PASSWORD"] {
+				t.Errorf("grafana CLICKHOUSE_GRAFANA_PASSWORD = %v, want %q", v, env["CLICKHOUSE_GRAFANA_PASSWORD"])
+			}
+			for _, k := range []string{"CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD"} {
+				if _, ok := g.Environment[k]; ok {
+					t.Errorf("grafana gets the ClickHouse admin's %s", k)
+				}
+			}
+		})
+	}
+	ds, err := os.ReadFile(filepath.Join(root, "grafana", "provisioning", "datasources", "clickhouse.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"username: grafana\n", "password: $CLICKHOUSE_GRAFANA_PASSWORD\n"} {
+		if !strings.Contains(string(ds), want) {
+			t.Errorf("grafana/provisioning/datasources/clickhouse.yml lacks %q", strings.TrimSpace(want))
+		}
+	}
+}
