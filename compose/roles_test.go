@@ -384,12 +384,12 @@ func TestClickHouseGrafanaUser(t *testing.T) {
 			ch := p.Services["clickhouse"]
 			mounted := false
 			for _, v := range ch.Volumes {
-				if v.Target == "/etc/clickhouse-server/users.d/grafana.xml" && v.Source == filepath.Join(root, "compose", "clickhouse-users.xml") {
+				if v.Target == "/etc/clickhouse-server/users.d/flow-pipeline.xml" && v.Source == filepath.Join(root, "compose", "clickhouse-users.xml") {
 					mounted = true
 				}
 			}
 			if !mounted {
-				t.Error("clickhouse does not mount clickhouse-users.xml at /etc/clickhouse-server/users.d/grafana.xml")
+				t.Error("clickhouse does not mount clickhouse-users.xml at /etc/clickhouse-server/users.d/flow-pipeline.xml")
 			}
 			if v := ch.Environment["CLICKHOUSE_GRAFANA_PASSWORD"]; v == nil || *v != env["CLICKHOUSE_GRAFANA_PASSWORD"] {
 				t.Errorf("clickhouse CLICKHOUSE_GRAFANA_PASSWORD = %v, want %q (read by from_env)", v, env["CLICKHOUSE_GRAFANA_PASSWORD"])

@@ -1,9 +1,12 @@
 package clickhouse_test
 
 import (
+	"encoding/xml"
 	"fmt"
 	"math"
 	"math/big"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -289,5 +292,65 @@ func insertAtTopic(t testing.TB, s interface{ Exec(string) error }, topic string
 		in_if, out_if, tcp_flags, src_as, dst_as, _topic, _partition, _offset) VALUES ` + strings.Join(rows, ", "))
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestManyDays: one Kafka block whose flows span 500 days (a replay of old
+// data, a router clock far off) is stored, with the default profile of
+// compose/clickhouse-users.xml, which the Kafka engine's inserts run with.
+// Without it ClickHouse refuses a block touching more than 100 partitions,
+// and the Kafka engine would retry that block forever.
+func TestManyDays(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(repoRoot(t), "compose", "clickhouse-users.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f usersFile
+	if err := xml.Unmarshal(raw, &f); err != nil {
+		t.Fatal(err)
+	}
+	if f.DefaultThrow != "0" {
+		t.Fatalf("profile default: throw_on_max_partitions_per_insert_block = %q, want 0", f.DefaultThrow)
+	}
+	s := schemaDB(t, true)
+	const days = 500
+	first := time.Date(2000, 1, 1, 12, 0, 0, 0, time.UTC)
+	msgs := make([]*pb.FlowMessage, days)
+	for i := range msgs {
+		m := flowWith("192.0.2.1", "192.0.2.2")
+		m.SequenceNum = uint32(i)
+		m.TimeReceivedNs = uint64(first.AddDate(0, 0, i).UnixNano())
+		msgs[i] = m
+	}
+	// The server's default (100 partitions per block, throw) refuses it.
+	if err := s.Exec("SET throw_on_max_partitions_per_insert_block = 1"); err != nil {
+		t.Fatal(err)
+	}
+	var buf []byte
+	for _, m := range msgs {
+		if buf, err = pb.AppendDelimited(buf, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.InsertProtobuf("flows", buf, protoSchema(t)); err == nil || !strings.Contains(err.Error(), "TOO_MANY_PARTS") {
+		t.Errorf("a block over %d days with the server's default settings: %v, want TOO_MANY_PARTS", days, err)
+	}
+	// The session is shared: restore what the other tests run with.
+	if err := s.Exec("SET throw_on_max_partitions_per_insert_block = " + f.DefaultThrow); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Exec("SET throw_on_max_partitions_per_insert_block = 1") })
+	if err := s.InsertProtobuf("flows", buf, protoSchema(t)); err != nil {
+		t.Fatalf("a block over %d days with the compose default profile: %v", days, err)
+	}
+	var got []struct{ Raw, Days, M5, H1, Errors uint64 }
+	if err := s.QueryInto(`SELECT (SELECT count() FROM flows_raw) AS Raw, (SELECT uniqExact(Date) FROM flows_raw) AS Days,
+		(SELECT sum(Count) FROM flows_5m) AS M5, (SELECT sum(Count) FROM flows_1h) AS H1,
+		(SELECT count() FROM flows_errors) AS Errors`, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := struct{ Raw, Days, M5, H1, Errors uint64 }{days, days, days, days, 0}
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("after a %d-day block: %+v, want %+v", days, got, want)
 	}
 }

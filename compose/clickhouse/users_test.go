@@ -13,7 +13,8 @@ import (
 
 // usersFile is compose/clickhouse-users.xml, as far as the test reads it.
 type usersFile struct {
-	Profile struct {
+	DefaultThrow string `xml:"profiles>default>throw_on_max_partitions_per_insert_block"`
+	Profile      struct {
 		Readonly         string `xml:"readonly"`
 		MaxExecutionTime string `xml:"max_execution_time"`
 		Constraint       struct {
