@@ -287,7 +287,7 @@ var chColumns = map[string][]string{
 	"Top AS pairs":                  {"SrcAS", "DstAS", "ScaledBytes", "ScaledPackets", "Flows"},
 	"Top ports":                     {"Port", "ScaledBytes", "ScaledPackets"},
 	"Protocols":                     {"Protocol", "ScaledBytes"},
-	"Undecodable records":           {"Error", "Records", "Last"},
+	"Rejected records":              {"Error", "Records", "Last"},
 }
 
 // mockFlows generates n mocker flows received over the hour before end, in
@@ -348,7 +348,7 @@ func checkResult(t *testing.T, q sqlQuery, cols []string, rows [][]any, want []s
 		t.Errorf("panel %q: columns %v, want %v", q.panel, cols, want)
 		return
 	}
-	if q.panel == "Undecodable records" {
+	if q.panel == "Rejected records" {
 		if len(rows) != 0 {
 			t.Errorf("panel %q: %d rows from valid flows, want 0", q.panel, len(rows))
 		}

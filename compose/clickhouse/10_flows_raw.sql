@@ -9,6 +9,11 @@
 -- either family with one expression:
 --   replaceRegexpOne(IPv6NumToString(SrcAddr), '^::ffff:', '')
 --
+-- Topic, Partition and Offset name the Kafka record each flow came from.
+-- The ClickHouse path is at-least-once: after a crash between writing a
+-- block and committing its offsets, the block is read again. Find such
+-- duplicates with the query in the README ("At-least-once").
+--
 -- Retention: 7 days (the TTL below). To change it on a running server:
 --   ALTER TABLE flows_raw MODIFY TTL Date + INTERVAL 14 DAY;
 CREATE TABLE IF NOT EXISTS flows_raw
@@ -33,7 +38,10 @@ CREATE TABLE IF NOT EXISTS flows_raw
     OutIf          UInt32                CODEC(T64, ZSTD(1)),
     TCPFlags       UInt16                CODEC(T64, ZSTD(1)),
     Bytes          UInt64                CODEC(T64, ZSTD(1)),
-    Packets        UInt64                CODEC(T64, ZSTD(1))
+    Packets        UInt64                CODEC(T64, ZSTD(1)),
+    Topic          LowCardinality(String),
+    Partition      UInt64                CODEC(T64, ZSTD(1)),
+    Offset         UInt64                CODEC(T64, ZSTD(1))
 )
 ENGINE = MergeTree
 PARTITION BY Date

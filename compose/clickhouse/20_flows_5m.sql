@@ -3,6 +3,8 @@
 --
 -- Bytes and Packets here are SCALED: the sampled counts multiplied by
 -- greatest(SamplingRate, 1). Count is the number of flow records.
+-- Bytes and Packets are UInt128: a sum of scaled counts (each at most
+-- 2^50, see 60_flows_views.sql) cannot overflow it.
 --
 -- SummingMergeTree adds up rows with the same (Date, Timeslot, SrcAS, DstAS)
 -- when parts merge, and sums ETypeMap per EType (a Nested column whose
@@ -19,12 +21,12 @@ CREATE TABLE IF NOT EXISTS flows_5m
     DstAS    UInt32          CODEC(T64, ZSTD(1)),
     ETypeMap Nested(
         EType   UInt16,
-        Bytes   UInt64,
-        Packets UInt64,
+        Bytes   UInt128,
+        Packets UInt128,
         Count   UInt64
     ),
-    Bytes    UInt64          CODEC(T64, ZSTD(1)),
-    Packets  UInt64          CODEC(T64, ZSTD(1)),
+    Bytes    UInt128         CODEC(ZSTD(1)),
+    Packets  UInt128         CODEC(ZSTD(1)),
     Count    UInt64          CODEC(T64, ZSTD(1))
 )
 ENGINE = SummingMergeTree
@@ -58,8 +60,8 @@ FROM
         SrcAS,
         DstAS,
         EType,
-        Bytes * greatest(SamplingRate, 1) AS ScaledBytes,
-        Packets * greatest(SamplingRate, 1) AS ScaledPackets
+        toUInt128(Bytes) * greatest(SamplingRate, 1) AS ScaledBytes,
+        toUInt128(Packets) * greatest(SamplingRate, 1) AS ScaledPackets
     FROM flows_raw
 )
 GROUP BY Date, Timeslot, SrcAS, DstAS;

@@ -72,20 +72,42 @@ func TestAddresses(t *testing.T) {
 	}
 }
 
-// TestMalformedAddresses: an address of neither 4 nor 16 bytes must not
-// make the view throw (that would stop the Kafka consumer); it is stored
-// as something, and the row is kept.
+// TestMalformedAddresses: an address of neither 0, 4 nor 16 bytes is
+// refused as PostgreSQL refuses it (pgsink.ValidateFlow): the flow goes to
+// flows_errors with the reason, and the view does not throw (that would
+// stop the Kafka consumer). Empty addresses are kept and read as ::.
 func TestMalformedAddresses(t *testing.T) {
 	s := schemaDB(t, true)
 	empty := flowWith("192.0.2.1", "192.0.2.2")
-	empty.SrcAddr, empty.DstAddr, empty.SamplerAddress = nil, []byte{1, 2, 3, 4, 5}, make([]byte, 17)
-	insert(t, s, []*pb.FlowMessage{empty})
-	var rows []struct{ Src, Sampler string }
-	if err := s.QueryInto("SELECT IPv6NumToString(SrcAddr) AS Src, IPv6NumToString(SamplerAddress) AS Sampler FROM flows_raw", &rows); err != nil {
+	empty.SrcAddr, empty.DstAddr, empty.SamplerAddress = nil, nil, nil
+	empty.SequenceNum = 1
+	bad := flowWith("192.0.2.1", "192.0.2.2")
+	bad.SrcAddr, bad.DstAddr, bad.SamplerAddress = nil, []byte{1, 2, 3, 4, 5}, make([]byte, 17)
+	bad.SequenceNum = 2
+	badDst := flowWith("192.0.2.1", "192.0.2.2")
+	badDst.DstAddr = []byte{1, 2, 3, 4, 5}
+	badDst.SequenceNum = 3
+	insert(t, s, []*pb.FlowMessage{empty, bad, badDst})
+	var rows []struct {
+		SequenceNum  uint32
+		Src, Sampler string
+	}
+	if err := s.QueryInto("SELECT SequenceNum, IPv6NumToString(SrcAddr) AS Src, IPv6NumToString(SamplerAddress) AS Sampler FROM flows_raw", &rows); err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 1 || rows[0].Src != "::" || rows[0].Sampler != "::" {
-		t.Errorf("rows = %+v, want one row with Src :: and Sampler ::", rows)
+	if len(rows) != 1 || rows[0].SequenceNum != 1 || rows[0].Src != "::" || rows[0].Sampler != "::" {
+		t.Errorf("flows_raw = %+v, want only flow 1 with Src :: and Sampler ::", rows)
+	}
+	var errs []struct{ Error string }
+	if err := s.QueryInto("SELECT Error FROM flows_errors ORDER BY Error", &errs); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"invalid_field: dst_addr has 5 bytes, want 0, 4 or 16",
+		"invalid_field: sampler_address has 17 bytes, want 0, 4 or 16",
+	}
+	if len(errs) != len(want) || errs[0].Error != want[0] || errs[1].Error != want[1] {
+		t.Errorf("flows_errors = %+v, want %q", errs, want)
 	}
 }
 

@@ -100,6 +100,21 @@ func normalize(out string) string {
 	return strings.Join(lines, "\n")
 }
 
+// readmeText is the ClickHouse section of README.md.
+func readmeText(t *testing.T) string {
+	t.Helper()
+	content, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(content), "\n")
+	from, to := readmeSection(lines)
+	if from < 0 {
+		t.Fatal("README.md has no \"## ClickHouse\" section")
+	}
+	return strings.Join(lines[from:to], "\n")
+}
+
 func TestREADMEQueries(t *testing.T) {
 	path := os.Getenv("FLOWPIPELINE_README")
 	if path == "" {
