@@ -202,7 +202,9 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Inserter,
 	if err != nil {
 		return nil, fmt.Errorf("register inserter metrics: %w", err)
 	}
-	sink, err := pgsink.New(pgsink.Config{DSN: cfg.PostgresDSN, Group: cfg.Group, MaxConns: int32(cfg.Writers + 1)}, logger)
+	// One connection per writer, one for DDL and retention, one for the
+	// health ping, so a busy pool never fails the ping.
+	sink, err := pgsink.New(pgsink.Config{DSN: cfg.PostgresDSN, Group: cfg.Group, MaxConns: int32(cfg.Writers + 2)}, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -390,7 +392,7 @@ func (in *Inserter) checkGroups(ctx context.Context) error {
 		return nil
 	}
 	if in.cfg.AllowSharedDB {
-		in.logger.Warn("the database holds offsets of other consumer groups for this topic; each group stores every flow, so flows may be stored more than once",
+		in.logger.Info("the database holds offsets of other consumer groups for this topic (allowed by -kafka.group.allow-shared-db); each group stores every flow",
 			"topic", in.cfg.Topic, "group", in.cfg.Group, "other_groups", others)
 		return nil
 	}
@@ -410,10 +412,12 @@ func quoteAll(ss []string) []string {
 
 // healthLoop pings PostgreSQL every HealthInterval with the same timeout,
 // so /readyz turns false within seconds of the database going away, even
-// when no batch is being written.
+// when no batch is being written. Two failures in a row are needed, so one
+// slow ping under load does not flap readiness.
 func (in *Inserter) healthLoop(ctx context.Context) {
 	t := time.NewTicker(in.cfg.HealthInterval)
 	defer t.Stop()
+	failures := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -426,7 +430,12 @@ func (in *Inserter) healthLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		ok := err == nil
+		if err != nil {
+			failures++
+		} else {
+			failures = 0
+		}
+		ok := failures < 2
 		if in.pgReachable.Swap(ok) != ok {
 			in.updateReady()
 			if ok {
@@ -481,7 +490,9 @@ func (in *Inserter) saramaConfig() *sarama.Config {
 	if in.cfg.DLQTopic != "" {
 		sc.Producer.Return.Successes = true
 		sc.Producer.RequiredAcks = sarama.WaitForAll
-		sc.Producer.MaxMessageBytes = 4 << 20
+		// Kafka's default max.message.bytes: sarama splits requests to
+		// stay below it, and truncates nothing a default topic accepts.
+		sc.Producer.MaxMessageBytes = 1_000_000
 	}
 	return sc
 }
