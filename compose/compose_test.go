@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
@@ -779,5 +780,95 @@ func TestClickHouseMounts(t *testing.T) {
 				t.Errorf("clickhouse does not mount %s", target)
 			}
 		})
+	}
+}
+
+// flagDefault reads a flag's default from `bin -h` (cli.SetUsage prints
+// `-name  (env NAME, default "value")`); ok is false if bin has no such flag.
+func flagDefault(t *testing.T, bin, name string) (string, bool) {
+	t.Helper()
+	out, _ := exec.Command(bin, "-h").CombinedOutput()
+	re := regexp.MustCompile(`(?m)^\s+-` + regexp.QuoteMeta(name) + `\s+\(env \w+, default "([^"]*)"\)`)
+	m := re.FindSubmatch(out)
+	if m == nil {
+		return "", false
+	}
+	return string(m[1]), true
+}
+
+// flagValue returns the value of -name in a compose command ("-name=v" or
+// "-name v").
+func flagValue(args []string, name string) (string, bool) {
+	for i, a := range args {
+		a = "-" + strings.TrimLeft(a, "-")
+		if v, ok := strings.CutPrefix(a, "-"+name+"="); ok {
+			return v, true
+		}
+		if a == "-"+name && i+1 < len(args) {
+			return args[i+1], true
+		}
+	}
+	return "", false
+}
+
+// TestStopGracePeriod: docker stop sends SIGTERM, then SIGKILL after the
+// service's stop_grace_period (10 s if unset). Each of our binaries with a
+// -shutdown.timeout needs a grace period longer than it, or its final
+// flush is cut short.
+func TestStopGracePeriod(t *testing.T) {
+	checked := 0
+	for _, st := range stacks {
+		t.Run(st.file, func(t *testing.T) {
+			p := load(t, st.file)
+			for name, svc := range p.Services {
+				if svc.Build == nil {
+					continue // not ours
+				}
+				bin := buildBinary(t, name)
+				timeout, ok := flagValue(svc.Command, "shutdown.timeout")
+				if !ok {
+					if timeout, ok = flagDefault(t, bin, "shutdown.timeout"); !ok {
+						t.Errorf("%s has no -shutdown.timeout flag", name)
+						continue
+					}
+				}
+				d, err := time.ParseDuration(timeout)
+				if err != nil {
+					t.Errorf("%s: -shutdown.timeout %q: %v", name, timeout, err)
+					continue
+				}
+				if svc.StopGracePeriod == nil {
+					t.Errorf("%s sets no stop_grace_period: docker's 10 s default would cut its %s shutdown", name, d)
+					continue
+				}
+				if grace := time.Duration(*svc.StopGracePeriod); grace <= d {
+					t.Errorf("%s: stop_grace_period %s is not longer than -shutdown.timeout %s", name, grace, d)
+				}
+				checked++
+			}
+		})
+	}
+	if checked < 4 {
+		t.Errorf("checked %d services, want the inserter and mocker of every stack (4)", checked)
+	}
+}
+
+// TestInserterGroupIsDefault: the compose files use the inserter's default
+// consumer group, so running the binary by hand against a compose database
+// continues the same offsets instead of being refused as a second group.
+func TestInserterGroupIsDefault(t *testing.T) {
+	def, ok := flagDefault(t, buildBinary(t, "inserter"), "kafka.group")
+	if !ok {
+		t.Fatal("inserter -h shows no default for -kafka.group")
+	}
+	for _, st := range stacks {
+		p := load(t, st.file)
+		svc, ok := p.Services["inserter"]
+		if !ok {
+			continue
+		}
+		if g, set := flagValue(svc.Command, "kafka.group"); set && g != def {
+			t.Errorf("%s: the inserter runs with -kafka.group=%s; the binary's default is %s", st.file, g, def)
+		}
 	}
 }

@@ -24,9 +24,17 @@ type handler struct {
 // before its claim starts. sarama's ResetOffset only moves back and
 // MarkOffset only forward; calling both makes the stored offset win either
 // way. A partition with nothing stored starts at the oldest record.
+//
+// A stored offset past the partition's newest offset means the topic was
+// deleted and re-created, or Kafka's data was reset: the stored offsets
+// belong to a log that no longer exists. Writing would then skip every new
+// record below the stale offset as "already stored". Such a partition is
+// logged, counted in offsets_reset_total, and restarted from its oldest
+// record, its stored offset moved back in PostgreSQL first.
 func (h *handler) Setup(sess sarama.ConsumerGroupSession) error {
 	in := h.in
-	stored, err := in.sink.StoredOffsets(sess.Context(), in.cfg.Topic)
+	ctx := sess.Context()
+	stored, err := in.sink.StoredOffsets(ctx, in.cfg.Topic)
 	if err != nil {
 		in.countPGError(err)
 		return fmt.Errorf("read the stored offsets from PostgreSQL: %w", err)
@@ -38,6 +46,8 @@ func (h *handler) Setup(sess sarama.ConsumerGroupSession) error {
 				if off, err = in.client.GetOffset(topic, p, sarama.OffsetOldest); err != nil {
 					return fmt.Errorf("find the oldest offset of %s/%d: %w", topic, p, err)
 				}
+			} else if off, err = in.checkStale(ctx, topic, p, off); err != nil {
+				return err
 			}
 			sess.ResetOffset(topic, p, off, "")
 			sess.MarkOffset(topic, p, off, "")
@@ -48,6 +58,38 @@ func (h *handler) Setup(sess sarama.ConsumerGroupSession) error {
 	}
 	in.logger.Info("partitions assigned", "claims", sess.Claims(), "generation", sess.GenerationID())
 	return nil
+}
+
+// checkStale returns where partition p should resume given its stored
+// offset: the stored offset itself, or the partition's oldest offset when
+// the stored one is past the newest (see Setup).
+func (in *Inserter) checkStale(ctx context.Context, topic string, p int32, stored int64) (int64, error) {
+	newest, err := in.client.GetOffset(topic, p, sarama.OffsetNewest)
+	if err != nil {
+		return 0, fmt.Errorf("find the newest offset of %s/%d: %w", topic, p, err)
+	}
+	if stored <= newest {
+		return stored, nil
+	}
+	oldest, err := in.client.GetOffset(topic, p, sarama.OffsetOldest)
+	if err != nil {
+		return 0, fmt.Errorf("find the oldest offset of %s/%d: %w", topic, p, err)
+	}
+	applied, err := in.sink.ResetOffset(ctx, topic, p, stored, oldest)
+	if err != nil {
+		in.countPGError(err)
+		return 0, err
+	}
+	if !applied {
+		// Another inserter moved it meanwhile: start the session again and
+		// look at the new value.
+		return 0, fmt.Errorf("the stored offset of %s/%d changed while resetting it; rejoining", topic, p)
+	}
+	in.m.offsetsReset.WithLabelValues(topic, ResetPastEnd).Inc()
+	in.logger.Error("the offset stored in PostgreSQL is past the end of the Kafka partition: the topic was deleted and re-created, or Kafka's data was reset. "+
+		"Resuming from the partition's oldest record and storing that offset; check that no other cluster or topic was meant",
+		"topic", topic, "partition", p, "stored_next_offset", stored, "newest_offset", newest, "resume_offset", oldest, "group", in.cfg.Group)
+	return oldest, nil
 }
 
 // Cleanup runs after every claim returned; their batches are already
@@ -76,6 +118,10 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 	topic, part := claim.Topic(), claim.Partition()
 	var dec Decoder
 	state := &claimState{sess: sess}
+	// Rejected records of the current batch, sent to the dead-letter topic
+	// before the batch (and so its offset) reaches the writer.
+	var letters []deadLetter
+	letterBytes := 0
 	b := in.getBatch(topic, part)
 	b.Start = claim.InitialOffset()
 	dropped := false
@@ -94,6 +140,26 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 		in.m.recordsConsumed.Add(float64(b.Records()))
 		in.m.zeroSampling.Add(float64(dec.ZeroSampling))
 		dec.ZeroSampling = 0
+		if len(letters) > 0 {
+			lctx := sess.Context()
+			if final {
+				// The session is over (rebalance or shutdown): a short
+				// last try, then the next owner re-reads the batch.
+				var cancel context.CancelFunc
+				lctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+			}
+			err := in.sendDeadLetters(lctx, letters)
+			clear(letters) // let the record values go
+			letters, letterBytes = letters[:0], 0
+			if err != nil {
+				in.logger.Warn("dropping a batch whose rejected records could not be copied to the dead-letter topic; the partition's next owner re-reads it",
+					"topic", topic, "partition", part, "records", b.Records(), "error", err)
+				b.Reset(topic, part)
+				dropped = true
+				return
+			}
+		}
 		var timeout <-chan time.Time
 		var revoked <-chan struct{}
 		if final && h.runCtx.Err() == nil {
@@ -132,12 +198,15 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 				return nil
 			}
 			if _, err := dec.Decode(msg.Value, msg.Offset, b); err != nil {
-				in.reject(msg, err)
+				if l, keep := in.reject(msg, err); keep {
+					letters = append(letters, l)
+					letterBytes += len(msg.Value) + len(msg.Key)
+				}
 			}
 			if b.Records() == 1 {
 				timer.Reset(in.cfg.FlushInterval)
 			}
-			if b.Flows() >= in.cfg.FlushCount || b.Records() >= maxRecords {
+			if b.Flows() >= in.cfg.FlushCount || b.Records() >= maxRecords || letterBytes >= maxLetterBytes {
 				timer.Stop()
 				queue(false)
 			}
@@ -153,34 +222,18 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 	}
 }
 
-// reject counts a record that will not be stored, logs it at a limited
-// rate and copies it to the dead-letter topic if configured.
-func (in *Inserter) reject(msg *sarama.ConsumerMessage, err error) {
+// reject counts a record that will not be stored and logs it at a limited
+// rate. With a dead-letter topic it returns the letter to send (keep true);
+// the caller sends it before the record's offset can be committed.
+func (in *Inserter) reject(msg *sarama.ConsumerMessage, err error) (l deadLetter, keep bool) {
 	reason := Reason(err)
 	in.m.recordsInvalid.WithLabelValues(reason).Inc()
 	in.invalid.log(reason, "rejected invalid Kafka record", "topic", msg.Topic, "partition", msg.Partition, "offset", msg.Offset,
 		"bytes", len(msg.Value), "error", err)
-	if in.dlq == nil {
-		return
+	if in.cfg.DLQTopic == "" {
+		return deadLetter{}, false
 	}
-	_, _, perr := in.dlq.SendMessage(&sarama.ProducerMessage{
-		Topic: in.cfg.DLQTopic,
-		Key:   sarama.ByteEncoder(msg.Key),
-		Value: sarama.ByteEncoder(msg.Value),
-		Headers: []sarama.RecordHeader{
-			{Key: []byte("reason"), Value: []byte(reason)},
-			{Key: []byte("error"), Value: []byte(err.Error())},
-			{Key: []byte("source_topic"), Value: []byte(msg.Topic)},
-			{Key: []byte("source_partition"), Value: []byte(strconv.Itoa(int(msg.Partition)))},
-			{Key: []byte("source_offset"), Value: []byte(strconv.FormatInt(msg.Offset, 10))},
-		},
-	})
-	if perr != nil {
-		in.m.dlqErrors.Inc()
-		in.invalid.log("dlq", "copying a rejected record to the dead-letter topic failed", "topic", in.cfg.DLQTopic, "error", perr)
-		return
-	}
-	in.m.dlqRecords.Inc()
+	return deadLetter{msg: msg, reason: reason, err: err}, true
 }
 
 // rateLog logs at most one line per key per interval, with the number of

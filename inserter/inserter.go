@@ -26,11 +26,15 @@ import (
 type Config struct {
 	Brokers      []string // required
 	Topic        string   // default "flows"
-	Group        string   // default "flow-inserter"
+	Group        string   // default DefaultGroup
 	KafkaVersion string   // default cli.DefaultKafkaVersion; at least 2.1.0
 	// DLQTopic, if set, receives a copy of every rejected record, with
 	// headers saying why and where it came from (at least once).
 	DLQTopic string
+	// AllowSharedDB lets this group start on a database that holds offsets
+	// of another group for the same topic. Off, such a start is refused:
+	// two groups each store every flow, so everything would be stored twice.
+	AllowSharedDB bool
 
 	// A partition's batch is committed when it holds FlushCount flows
 	// (default 10000) or FlushInterval (default 1s) after its first record.
@@ -59,16 +63,33 @@ type Config struct {
 	// from RetryMin (default 100ms) to RetryMax (default 5s), forever.
 	RetryMin, RetryMax time.Duration
 	// ShutdownTimeout bounds the final flush after Run's context ends
-	// (default 30s). An unfinished batch is simply re-read on restart.
+	// (default 20s); keep it below the container's stop grace period. An
+	// unfinished batch is simply re-read on restart.
 	ShutdownTimeout time.Duration
+	// HealthInterval is how often PostgreSQL is pinged for /readyz, even
+	// while idle (default 1s); a ping that takes longer counts as down.
+	HealthInterval time.Duration
 }
+
+// DefaultGroup is the consumer group used when none is set; the compose
+// files use it too.
+const DefaultGroup = "inserter"
+
+// Bounds on what the consumer holds in memory; see saramaConfig.
+const (
+	fetchDefault   = 128 << 10 // per partition per fetch, compressed
+	fetchMaxBytes  = 8 << 20   // per fetch response, all partitions, compressed
+	channelBuffer  = 32        // decoded records buffered per partition
+	maxDecompBatch = 16 << 20  // one record batch, decompressed
+	maxResponse    = 32 << 20  // any response sarama will read
+)
 
 func (c *Config) setDefaults() {
 	if c.Topic == "" {
 		c.Topic = "flows"
 	}
 	if c.Group == "" {
-		c.Group = "flow-inserter"
+		c.Group = DefaultGroup
 	}
 	if c.KafkaVersion == "" {
 		c.KafkaVersion = cli.DefaultKafkaVersion
@@ -98,7 +119,10 @@ func (c *Config) setDefaults() {
 		c.RetryMax = 5 * time.Second
 	}
 	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = 30 * time.Second
+		c.ShutdownTimeout = 20 * time.Second
+	}
+	if c.HealthInterval == 0 {
+		c.HealthInterval = time.Second
 	}
 }
 
@@ -119,7 +143,7 @@ func (c *Config) validate() error {
 	if c.FlushCount < 1 {
 		errs = append(errs, fmt.Errorf("-flush.count %d: must be at least 1", c.FlushCount))
 	}
-	if c.FlushInterval < 0 || c.Retention < 0 || c.RetryMin < 0 || c.RetryMax < c.RetryMin || c.QueuedBatches < 0 {
+	if c.FlushInterval < 0 || c.Retention < 0 || c.RetryMin < 0 || c.RetryMax < c.RetryMin || c.QueuedBatches < 0 || c.ShutdownTimeout < 0 || c.HealthInterval < 0 {
 		errs = append(errs, errors.New("durations and counts must not be negative, and RetryMax must be at least RetryMin"))
 	}
 	if c.Retention > 0 && c.Retention < 24*time.Hour {
@@ -161,7 +185,8 @@ type Inserter struct {
 
 	stored      atomic.Uint64
 	schemaReady atomic.Bool
-	pgHealthy   atomic.Bool
+	pgHealthy   atomic.Bool // the last write succeeded
+	pgReachable atomic.Bool // the last health ping succeeded
 	kafkaUp     atomic.Bool
 
 	batches []chan *pgsink.Batch // one per writer
@@ -186,7 +211,9 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Inserter,
 	if err != nil {
 		return nil, fmt.Errorf("register inserter metrics: %w", err)
 	}
-	sink, err := pgsink.New(pgsink.Config{DSN: cfg.PostgresDSN, Group: cfg.Group, MaxConns: int32(cfg.Writers + 1)}, logger)
+	// One connection per writer, one for DDL and retention, one for the
+	// health ping, so a busy pool never fails the ping.
+	sink, err := pgsink.New(pgsink.Config{DSN: cfg.PostgresDSN, Group: cfg.Group, MaxConns: int32(cfg.Writers + 2)}, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -202,16 +229,19 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Inserter,
 		in.batches = append(in.batches, make(chan *pgsink.Batch, cfg.QueuedBatches))
 	}
 	in.pgHealthy.Store(true)
+	in.pgReachable.Store(true)
+	setSaramaLimits()
 	return in, nil
 }
 
 // Stored is the number of flows this inserter committed to PostgreSQL.
 func (in *Inserter) Stored() uint64 { return in.stored.Load() }
 
-// Ready reports whether the schema exists, Kafka is connected and the last
-// PostgreSQL write succeeded: /readyz.
+// Ready reports whether the schema exists, Kafka is connected, the last
+// PostgreSQL write succeeded and PostgreSQL answered the last health ping
+// (every HealthInterval): /readyz.
 func (in *Inserter) Ready() bool {
-	return in.schemaReady.Load() && in.kafkaUp.Load() && in.pgHealthy.Load()
+	return in.schemaReady.Load() && in.kafkaUp.Load() && in.pgHealthy.Load() && in.pgReachable.Load()
 }
 
 func (in *Inserter) updateReady() {
@@ -224,14 +254,23 @@ func (in *Inserter) updateReady() {
 
 // Run consumes until ctx ends, then commits the batches in flight (within
 // ShutdownTimeout) and returns nil. PostgreSQL or Kafka being unreachable,
-// at start or later, is retried with backoff, never fatal.
+// at start or later, is retried with backoff, never fatal. A configuration
+// that cannot work is an error at start: offsets of another consumer group
+// for the topic (see AllowSharedDB), a missing dead-letter topic, a
+// dead-letter producer that cannot be created.
 func (in *Inserter) Run(ctx context.Context) error {
 	defer in.sink.Close()
 	if err := in.startPostgres(ctx); err != nil {
-		return nil // ctx ended while waiting: a clean shutdown
+		if ctx.Err() != nil {
+			return nil // ctx ended while waiting: a clean shutdown
+		}
+		return err
 	}
 	if err := in.startKafka(ctx); err != nil {
-		return nil
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
 	}
 	defer in.client.Close()
 	if in.dlq != nil {
@@ -259,10 +298,19 @@ func (in *Inserter) Run(ctx context.Context) error {
 	bg.Go(func() {
 		for err := range group.Errors() {
 			in.m.kafkaErrors.Inc()
+			if errors.Is(err, sarama.ErrDecompressedBatchTooLarge) {
+				// sarama refetches the same batch: the partitions fetched
+				// with it stay stuck until an operator removes it.
+				in.logger.Error("a Kafka record batch decompresses to more than the inserter's bound; its partition cannot be consumed past it. "+
+					"Find the batch from the partition's lag, and remove it with kafka-delete-records.sh if it is hostile",
+					"bound_bytes", maxDecompBatch, "error", err)
+				continue
+			}
 			in.logger.Warn("Kafka consumer error; sarama retries", "error", err)
 		}
 	})
 	bg.Go(func() { in.maintenanceLoop(ctx) })
+	bg.Go(func() { in.healthLoop(ctx) })
 
 	h := &handler{in: in, runCtx: ctx}
 	backoff := in.cfg.RetryMin
@@ -313,6 +361,13 @@ func (in *Inserter) startPostgres(ctx context.Context) error {
 	for {
 		err := in.sink.CreateSchema(ctx)
 		if err == nil {
+			err = in.checkGroups(ctx)
+			var fatal *fatalError
+			if errors.As(err, &fatal) {
+				return fatal.err
+			}
+		}
+		if err == nil {
 			in.schemaReady.Store(true)
 			in.updateReady()
 			in.logger.Info("PostgreSQL schema ready")
@@ -328,14 +383,113 @@ func (in *Inserter) startPostgres(ctx context.Context) error {
 	}
 }
 
+// fatalError is a start failure that retrying cannot fix.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+
+// checkGroups refuses to start when the database holds offsets of another
+// consumer group for the topic, unless AllowSharedDB.
+func (in *Inserter) checkGroups(ctx context.Context) error {
+	others, err := in.sink.OtherGroups(ctx, in.cfg.Topic)
+	if err != nil {
+		return err
+	}
+	if len(others) == 0 {
+		return nil
+	}
+	if in.cfg.AllowSharedDB {
+		in.logger.Info("the database holds offsets of other consumer groups for this topic (allowed by -kafka.group.allow-shared-db); each group stores every flow",
+			"topic", in.cfg.Topic, "group", in.cfg.Group, "other_groups", others)
+		return nil
+	}
+	return &fatalError{fmt.Errorf("the database already holds offsets of consumer group(s) %s for topic %q, and this inserter's group is %q: "+
+		"each group stores every flow, so every flow would be stored twice. Use -kafka.group %s to continue where that group stopped, "+
+		"or set -kafka.group.allow-shared-db if a second group on this database is meant",
+		strings.Join(quoteAll(others), ", "), in.cfg.Topic, in.cfg.Group, others[0])}
+}
+
+func quoteAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strconv.Quote(s)
+	}
+	return out
+}
+
+// healthLoop pings PostgreSQL every HealthInterval with the same timeout,
+// so /readyz turns false within seconds of the database going away, even
+// when no batch is being written. Two failures in a row are needed, so one
+// slow ping under load does not flap readiness.
+func (in *Inserter) healthLoop(ctx context.Context) {
+	t := time.NewTicker(in.cfg.HealthInterval)
+	defer t.Stop()
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, in.cfg.HealthInterval)
+		err := in.sink.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			failures++
+		} else {
+			failures = 0
+		}
+		ok := failures < 2
+		if in.pgReachable.Swap(ok) != ok {
+			in.updateReady()
+			if ok {
+				in.logger.Info("PostgreSQL answers again")
+			} else {
+				in.countPGError(err)
+				in.logger.Warn("PostgreSQL does not answer; not ready", "error", err)
+			}
+		}
+	}
+}
+
+var saramaLimits sync.Once
+
+// setSaramaLimits sets sarama's process-wide safety nets: no response
+// above maxResponse is read, and no record batch decompresses to more than
+// maxDecompBatch (sarama's default is unbounded). Only raised bounds set
+// by someone else are lowered.
+func setSaramaLimits() {
+	saramaLimits.Do(func() {
+		if sarama.MaxResponseSize > maxResponse {
+			sarama.MaxResponseSize = maxResponse
+		}
+		if sarama.MaxDecompressedBatchSize <= 0 || sarama.MaxDecompressedBatchSize > maxDecompBatch {
+			sarama.MaxDecompressedBatchSize = maxDecompBatch
+		}
+	})
+}
+
+// saramaConfig bounds what the consumer holds: per partition, one fetch of
+// at most fetchDefault compressed bytes (the broker still returns a whole
+// first batch if it is larger, up to its max.message.bytes) plus
+// channelBuffer decoded records; each batch decompresses to at most
+// maxDecompBatch.
 func (in *Inserter) saramaConfig() *sarama.Config {
 	sc := sarama.NewConfig()
 	sc.ClientID = "flowpipeline-inserter"
 	sc.Version = in.version
 	sc.Consumer.Return.Errors = true
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
-	sc.Consumer.Fetch.Default = 1 << 20
-	sc.ChannelBufferSize = 256
+	sc.Consumer.Fetch.Default = fetchDefault
+	sc.Consumer.Fetch.Max = fetchMaxBytes
+	sc.Consumer.Fetch.MaxBytes = fetchMaxBytes
+	sc.ChannelBufferSize = channelBuffer
+	// Never create a topic by asking for it: a typo in -kafka.dlq must
+	// fail at start, not create a topic nobody reads.
+	sc.Metadata.AllowAutoTopicCreation = false
 	// The writer may hold a partition's batch while PostgreSQL is down;
 	// give the consume loop time before sarama considers it stuck.
 	sc.Consumer.MaxProcessingTime = time.Second
@@ -343,7 +497,9 @@ func (in *Inserter) saramaConfig() *sarama.Config {
 	if in.cfg.DLQTopic != "" {
 		sc.Producer.Return.Successes = true
 		sc.Producer.RequiredAcks = sarama.WaitForAll
-		sc.Producer.MaxMessageBytes = 4 << 20
+		// Kafka's default max.message.bytes: sarama splits requests to
+		// stay below it, and truncates nothing a default topic accepts.
+		sc.Producer.MaxMessageBytes = 1_000_000
 	}
 	return sc
 }
@@ -365,10 +521,14 @@ func (in *Inserter) startKafka(ctx context.Context) error {
 		backoff = min(backoff*2, in.cfg.RetryMax)
 	}
 	if in.cfg.DLQTopic != "" {
+		if err := in.checkDLQTopic(ctx); err != nil {
+			in.client.Close()
+			return err
+		}
 		p, err := sarama.NewSyncProducerFromClient(in.client)
 		if err != nil {
 			in.client.Close()
-			return fmt.Errorf("create the dead-letter producer: %w", err)
+			return fmt.Errorf("create the dead-letter producer for -kafka.dlq %q: %w", in.cfg.DLQTopic, err)
 		}
 		in.dlq = p
 	}
@@ -376,6 +536,32 @@ func (in *Inserter) startKafka(ctx context.Context) error {
 	in.updateReady()
 	in.logger.Info("connected to Kafka", "brokers", in.cfg.Brokers, "topic", in.cfg.Topic, "group", in.cfg.Group)
 	return nil
+}
+
+// checkDLQTopic fails when the dead-letter topic does not exist; other
+// metadata errors (a broker restarting) are retried.
+func (in *Inserter) checkDLQTopic(ctx context.Context) error {
+	backoff := in.cfg.RetryMin
+	for {
+		err := in.client.RefreshMetadata(in.cfg.DLQTopic)
+		if err == nil {
+			_, err = in.client.Partitions(in.cfg.DLQTopic)
+		}
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+			return fmt.Errorf("the dead-letter topic %q (-kafka.dlq) does not exist on %s: create it (kafka-topics.sh --create --topic %s) or leave -kafka.dlq empty",
+				in.cfg.DLQTopic, strings.Join(in.cfg.Brokers, ","), in.cfg.DLQTopic)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		in.m.kafkaErrors.Inc()
+		in.logger.Warn("cannot read the dead-letter topic's metadata; retrying", "topic", in.cfg.DLQTopic, "error", err, "retry_in", backoff)
+		sleep(ctx, backoff)
+		backoff = min(backoff*2, in.cfg.RetryMax)
+	}
 }
 
 func (in *Inserter) countPGError(err error) {

@@ -15,6 +15,10 @@ const (
 	ReasonInvalidField = "invalid_field" // parses, but a field cannot be stored (see pgsink.ValidateFlow)
 )
 
+// ResetPastEnd is the reason label of offsets_reset_total: the offset
+// stored in PostgreSQL was past the partition's newest offset.
+const ResetPastEnd = "past_end"
+
 var allReasons = []string{ReasonEmpty, ReasonBadLength, ReasonTooLarge, ReasonTruncated, ReasonBadMessage, ReasonInvalidField}
 
 type metrics struct {
@@ -31,6 +35,7 @@ type metrics struct {
 	dlqRecords       prometheus.Counter
 	dlqErrors        prometheus.Counter
 	partitionsDroped prometheus.Counter
+	offsetsReset     *prometheus.CounterVec
 	ready            prometheus.Gauge
 }
 
@@ -60,9 +65,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		dlqRecords: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dlq_records_total",
 			Help: "Rejected records copied to the dead-letter topic."}),
 		dlqErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dlq_errors_total",
-			Help: "Rejected records that could not be copied to the dead-letter topic."}),
+			Help: "Failed attempts to copy a rejected record to the dead-letter topic; each is retried, and the partition waits, until it is acknowledged."}),
 		partitionsDroped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "partitions_dropped_total",
 			Help: "Daily partitions of flows dropped by -postgres.retention."}),
+		offsetsReset: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "offsets_reset_total",
+			Help: "Partitions whose offset stored in PostgreSQL was reset, by reason: past_end means it was past the topic's newest offset (topic re-created or Kafka data reset) and consumption restarted at the oldest record."},
+			[]string{"topic", "reason"}),
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "ready",
 			Help: "1 when the schema exists, the consumer group has partitions or is waiting for them, and the last write succeeded."}),
 	}
@@ -73,7 +81,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.pgErrors.WithLabelValues(op)
 	}
 	for _, c := range []prometheus.Collector{m.flowsStored, m.recordsConsumed, m.recordsInvalid, m.recordsSkipped, m.zeroSampling,
-		m.batchFlows, m.batchSeconds, m.lag, m.pgErrors, m.kafkaErrors, m.dlqRecords, m.dlqErrors, m.partitionsDroped, m.ready} {
+		m.batchFlows, m.batchSeconds, m.lag, m.pgErrors, m.kafkaErrors, m.dlqRecords, m.dlqErrors, m.partitionsDroped, m.offsetsReset, m.ready} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -42,6 +42,8 @@ type flags struct {
 	retention                               string
 	metricsAddr, logLevel, logFormat        string
 	probe                                   string
+	allowSharedDB                           bool
+	shutdownTimeout                         time.Duration
 }
 
 func newFlagSet(out io.Writer) (*flag.FlagSet, *flags) {
@@ -50,9 +52,10 @@ func newFlagSet(out io.Writer) (*flag.FlagSet, *flags) {
 	fs.SetOutput(out)
 	fs.StringVar(&f.brokers, "kafka.brokers", "127.0.0.1:9092", "Kafka brokers, comma-separated")
 	fs.StringVar(&f.topic, "kafka.topic", "flows", "topic of length-delimited FlowMessages to consume")
-	fs.StringVar(&f.group, "kafka.group", "flow-inserter", "consumer group; inserters in one group share the partitions")
+	fs.StringVar(&f.group, "kafka.group", inserter.DefaultGroup, "consumer group; inserters in one group share the partitions")
+	fs.BoolVar(&f.allowSharedDB, "kafka.group.allow-shared-db", false, "start even if the database holds offsets of another group for the topic (each group stores every flow)")
 	fs.StringVar(&f.version, "kafka.version", cli.DefaultKafkaVersion, "Kafka protocol version (at least 2.1.0)")
-	fs.StringVar(&f.dlq, "kafka.dlq", "", "dead-letter topic for undecodable records (empty: count and drop them)")
+	fs.StringVar(&f.dlq, "kafka.dlq", "", "dead-letter topic for rejected records, which must exist (empty: count and drop them)")
 	fs.IntVar(&f.flushCount, "flush.count", 10000, "commit a partition's batch at this many flows")
 	fs.DurationVar(&f.flushDur, "flush.dur", time.Second, "commit a partition's batch at most this long after its first record")
 	fs.StringVar(&f.host, "postgres.host", "127.0.0.1", "PostgreSQL host (ignored with -postgres.dsn)")
@@ -64,6 +67,7 @@ func newFlagSet(out io.Writer) (*flag.FlagSet, *flags) {
 	fs.StringVar(&f.dsn, "postgres.dsn", "", "PostgreSQL DSN (URL or key=value); takes precedence over -postgres.host/port/user/dbname")
 	fs.IntVar(&f.writers, "postgres.writers", 2, "concurrent COPY connections; a partition always uses the same one")
 	fs.StringVar(&f.retention, "postgres.retention", "0", "drop daily partitions older than this, e.g. 7d or 168h; 0 keeps everything")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown.timeout", 20*time.Second, "on SIGTERM, commit the batches in flight within this time; keep it below the container's stop grace period")
 	fs.StringVar(&f.metricsAddr, "metrics.addr", ":8082", "address serving /metrics, /healthz and /readyz (empty disables)")
 	fs.StringVar(&f.probe, "probe", "", cli.ProbeFlagUsage)
 	fs.StringVar(&f.logLevel, "loglevel", "info", "log level: debug, info, warn or error")
@@ -147,6 +151,7 @@ func run(args []string, stderr io.Writer) error {
 		Brokers:       cli.SplitList(f.brokers),
 		Topic:         f.topic,
 		Group:         f.group,
+		AllowSharedDB: f.allowSharedDB,
 		KafkaVersion:  f.version,
 		DLQTopic:      f.dlq,
 		FlushCount:    f.flushCount,
@@ -154,6 +159,8 @@ func run(args []string, stderr io.Writer) error {
 		PostgresDSN:   dsn,
 		Writers:       f.writers,
 		Retention:     retention,
+		// 0 would mean the default; a deliberate 0 is not useful.
+		ShutdownTimeout: f.shutdownTimeout,
 	}, logger, reg)
 	if err != nil {
 		return err

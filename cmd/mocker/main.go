@@ -43,6 +43,7 @@ func run(args []string, stderr io.Writer) int {
 	progress := fs.Duration("progress.interval", 5*time.Second, "how often to log progress; 0 = never")
 	level := fs.String("loglevel", "info", "log level: debug, info, warn or error")
 	format := fs.String("log.format", "text", "log format: text or json")
+	shutdownTimeout := fs.Duration("shutdown.timeout", 10*time.Second, "on SIGTERM, flush the in-flight flows within this time; keep it below the container's stop grace period")
 	metricsAddr := fs.String("metrics.addr", ":8081", "serve /metrics, /healthz and /readyz on this address; empty disables")
 	probe := fs.String("probe", "", cli.ProbeFlagUsage)
 	if err := cli.Parse(fs, args); err != nil {
@@ -87,6 +88,7 @@ func run(args []string, stderr io.Writer) int {
 		Compression:      *compression,
 		ConnectTimeout:   *connectTimeout,
 		ProgressInterval: interval,
+		ShutdownTimeout:  *shutdownTimeout,
 	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "mocker: %v\n", err)

@@ -209,10 +209,13 @@ func Run(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (S
 		return Summary{}, err
 	}
 	in, err := inserter.New(inserter.Config{
-		Brokers:     brokers,
-		Topic:       cfg.Topic,
-		Group:       group,
-		PostgresDSN: dsn,
+		Brokers: brokers,
+		Topic:   cfg.Topic,
+		Group:   group,
+		// Every run has its own group, starting at the topic's end (see
+		// prepareDB), so earlier runs' groups store nothing twice.
+		AllowSharedDB: true,
+		PostgresDSN:   dsn,
 		// Commit at least twice per refresh so the view stays current.
 		FlushInterval: min(time.Second, max(cfg.Refresh/2, 100*time.Millisecond)),
 	}, logger.With("component", "inserter"), prometheus.NewRegistry())
