@@ -74,7 +74,7 @@ type claimState struct {
 func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	in := h.in
 	topic, part := claim.Topic(), claim.Partition()
-	var dec Decoder
+	dec := in.newDecoder()
 	state := &claimState{sess: sess}
 	b := in.getBatch(topic, part)
 	b.Start = claim.InitialOffset()
@@ -134,6 +134,7 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 			if _, err := dec.Decode(msg.Value, msg.Offset, b); err != nil {
 				in.reject(msg, err)
 			}
+			b.SetSource(msg) // for the dead-letter topic if PostgreSQL refuses it
 			if b.Records() == 1 {
 				timer.Reset(in.cfg.FlushInterval)
 			}

@@ -1,0 +1,146 @@
+package pgsink_test
+
+import (
+	"context"
+	"errors"
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/spendletonliveaction/flow-pipeline/inserter/flowtest"
+	"github.com/spendletonliveaction/flow-pipeline/inserter/pgsink"
+	"github.com/spendletonliveaction/flow-pipeline/pb"
+)
+
+// TestValidateFlowBounds checks every bound of ValidateFlow at the exact
+// limit and one past it.
+func TestValidateFlowBounds(t *testing.T) {
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	nowNs := uint64(now.UnixNano())
+	week := 7 * 24 * time.Hour
+	withRetention := pgsink.NewLimits(now, week, 10*time.Minute)
+	noRetention := pgsink.NewLimits(now, 0, 10*time.Minute)
+	const p50 = 1 << 50
+	cases := []struct {
+		name string
+		m    *pb.FlowMessage
+		lim  pgsink.Limits
+		want error // nil: accepted; errAny: rejected without a sentinel
+	}{
+		{"bytes 2^48, rate 0", &pb.FlowMessage{Bytes: 1 << 48}, noRetention, nil},
+		{"bytes 2^48+1", &pb.FlowMessage{Bytes: 1<<48 + 1}, noRetention, pgsink.ErrOutOfRange},
+		{"packets 2^48", &pb.FlowMessage{Packets: 1 << 48}, noRetention, nil},
+		{"packets 2^48+1", &pb.FlowMessage{Packets: 1<<48 + 1}, noRetention, pgsink.ErrOutOfRange},
+		{"rate 2^32-1", &pb.FlowMessage{Bytes: 1, SamplingRate: 1<<32 - 1}, noRetention, nil},
+		{"rate 2^32", &pb.FlowMessage{Bytes: 1, SamplingRate: 1 << 32}, noRetention, pgsink.ErrOutOfRange},
+		{"bytes 2^48 x rate 4 = 2^50", &pb.FlowMessage{Bytes: 1 << 48, SamplingRate: 4}, noRetention, nil},
+		{"bytes 2^48 x rate 5", &pb.FlowMessage{Bytes: 1 << 48, SamplingRate: 5}, noRetention, pgsink.ErrOutOfRange},
+		{"bytes 2^40 x rate 1024 = 2^50", &pb.FlowMessage{Bytes: 1 << 40, SamplingRate: 1024}, noRetention, nil},
+		// 2^50+1 = 517625 x 2175126601 (5^3·41·101 x 8101·268501)
+		{"bytes x rate = 2^50+1", &pb.FlowMessage{Bytes: 517625, SamplingRate: 2175126601}, noRetention, pgsink.ErrOutOfRange},
+		{"packets x rate = 2^50", &pb.FlowMessage{Packets: 1 << 40, SamplingRate: 1024}, noRetention, nil},
+		{"packets x rate = 2^50+1", &pb.FlowMessage{Packets: 517625, SamplingRate: 2175126601}, noRetention, pgsink.ErrOutOfRange},
+		{"bytes 2^18 x rate 2^32-1", &pb.FlowMessage{Bytes: 1 << 18, SamplingRate: 1<<32 - 1}, noRetention, nil},
+		{"bytes 2^18+1 x rate 2^32-1", &pb.FlowMessage{Bytes: 1<<18 + 1, SamplingRate: 1<<32 - 1}, noRetention, pgsink.ErrOutOfRange},
+		{"bytes and packets 2^48 x rate 2^32-1", &pb.FlowMessage{Bytes: 1 << 48, Packets: 1 << 48, SamplingRate: 1<<32 - 1}, noRetention, pgsink.ErrOutOfRange},
+		{"time at now - retention", &pb.FlowMessage{TimeReceivedNs: uint64(now.Add(-week).UnixNano())}, withRetention, nil},
+		{"time 1ns before now - retention", &pb.FlowMessage{TimeReceivedNs: uint64(now.Add(-week).UnixNano()) - 1}, withRetention, pgsink.ErrTooOld},
+		{"time at now + 10m", &pb.FlowMessage{TimeReceivedNs: nowNs + uint64(10*time.Minute)}, withRetention, nil},
+		{"time 1ns after now + 10m", &pb.FlowMessage{TimeReceivedNs: nowNs + uint64(10*time.Minute) + 1}, withRetention, pgsink.ErrTooNew},
+		{"no retention: 2000-01-01", &pb.FlowMessage{TimeReceivedNs: uint64(pgsink.MinTime.UnixNano())}, noRetention, nil},
+		{"no retention: 1ns before 2000", &pb.FlowMessage{TimeReceivedNs: uint64(pgsink.MinTime.UnixNano()) - 1}, noRetention, pgsink.ErrTooOld},
+		{"no retention: 20 years ago", &pb.FlowMessage{TimeReceivedNs: uint64(now.AddDate(-20, 0, 0).UnixNano())}, noRetention, nil},
+		{"time_received 0", &pb.FlowMessage{}, noRetention, errAny},
+		{"port 65536", &pb.FlowMessage{SrcPort: 65536}, noRetention, errAny},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := c.m
+			if m.TimeReceivedNs == 0 && c.want != errAny {
+				m.TimeReceivedNs = nowNs
+			}
+			err := pgsink.ValidateFlow(m, c.lim)
+			switch {
+			case c.want == nil && err != nil:
+				t.Fatalf("rejected: %v", err)
+			case c.want == nil:
+			case err == nil:
+				t.Fatalf("accepted, want %v", c.want)
+			case c.want == errAny:
+				for _, s := range []error{pgsink.ErrOutOfRange, pgsink.ErrTooOld, pgsink.ErrTooNew} {
+					if errors.Is(err, s) {
+						t.Fatalf("%v: want a plain field error", err)
+					}
+				}
+			case !errors.Is(err, c.want):
+				t.Fatalf("%v, want %v", err, c.want)
+			}
+		})
+	}
+}
+
+var errAny = errors.New("any error without a sentinel")
+
+// worstFlows are n accepted flows at every bound at once, all in the same
+// 5-minute slot and rollup key: scaled bytes and packets 2^50 each.
+func worstFlows(n int, at time.Time, seq uint32) []*pb.FlowMessage {
+	flows := make([]*pb.FlowMessage, n)
+	for i := range flows {
+		flows[i] = &pb.FlowMessage{TimeReceivedNs: uint64(at.UnixNano()) + uint64(i), Bytes: 1 << 48, Packets: 1 << 48, SamplingRate: 4,
+			SrcAs: 1<<32 - 1, DstAs: 1<<32 - 1, Etype: 0x800, SequenceNum: seq + uint32(i)}
+	}
+	return flows
+}
+
+// TestWorstAcceptedFlows stores 20,000 flows at the bounds in one slot and
+// key (their scaled sum, 20,000 x 2^50, is past uint64) and checks that
+// flows_5m and the usual queries hold the exact sums without overflowing.
+func TestWorstAcceptedFlows(t *testing.T) {
+	dsn := testDB(t)
+	s := newSink(t, dsn, "g")
+	ctx := context.Background()
+	const n = 20000
+	at := time.Now().Add(-time.Minute).Truncate(5 * time.Minute)
+	// Two batches, so the flows_5m upsert adds to an existing row too.
+	b1 := batchOf(t, worstFlows(n/2, at, 0), 0)
+	b2 := batchOf(t, worstFlows(n/2, at.Add(time.Millisecond), n/2), b1.End)
+	for _, b := range []*pgsink.Batch{b1, b2} {
+		if res, err := s.Write(ctx, b); err != nil || res.Flows != n/2 {
+			t.Fatalf("write: %+v %v", res, err)
+		}
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	sum := new(big.Int).Lsh(big.NewInt(n), 50) // n x 2^50
+	bits := new(big.Int).Mul(sum, big.NewInt(8))
+	for _, q := range []struct{ sql, want string }{
+		{"SELECT sum(bytes)::text FROM flows_5m", sum.String()},
+		{"SELECT sum(packets)::text FROM flows_5m", sum.String()},
+		{"SELECT sum(flows)::text FROM flows_5m", "20000"},
+		{"SELECT count(*)::text FROM flows_5m", "1"},
+		{"SELECT sum(bytes_scaled)::text FROM flows_scaled", sum.String()},
+		{"SELECT sum(packets_scaled)::text FROM flows_scaled", sum.String()},
+		{"SELECT (sum(bytes_scaled) * 8)::text FROM flows_scaled", bits.String()},
+		{"SELECT sum(bytes_scaled * 8)::text FROM flows_scaled", bits.String()},
+		{"SELECT max(bytes_scaled * 8)::text FROM flows_scaled", new(big.Int).Lsh(big.NewInt(8), 50).String()},
+		{"SELECT (sum(bytes * 8) * 4)::text FROM flows", bits.String()},
+	} {
+		var got string
+		if err := conn.QueryRow(ctx, q.sql).Scan(&got); err != nil {
+			t.Errorf("%s: %v", q.sql, err)
+			continue
+		}
+		if got != q.want {
+			t.Errorf("%s = %s, want %s", q.sql, got, q.want)
+		}
+	}
+	d := flowtest.Check(t, dsn, flowtest.Totals{Flows: n, Bytes: int64(n) << 48, Packets: int64(n) << 48})
+	if d.RollupBytes != sum.String() {
+		t.Errorf("flows_5m holds %s scaled bytes, want %s", d.RollupBytes, sum)
+	}
+}
