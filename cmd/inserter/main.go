@@ -40,6 +40,7 @@ type flags struct {
 	host, user, pass, passFile, dbname, dsn string
 	port, writers                           int
 	retention                               string
+	maxFuture                               time.Duration
 	metricsAddr, logLevel, logFormat        string
 	probe                                   string
 }
@@ -64,6 +65,7 @@ func newFlagSet(out io.Writer) (*flag.FlagSet, *flags) {
 	fs.StringVar(&f.dsn, "postgres.dsn", "", "PostgreSQL DSN (URL or key=value); takes precedence over -postgres.host/port/user/dbname")
 	fs.IntVar(&f.writers, "postgres.writers", 2, "concurrent COPY connections; a partition always uses the same one")
 	fs.StringVar(&f.retention, "postgres.retention", "0", "drop daily partitions older than this, e.g. 7d or 168h; 0 keeps everything")
+	fs.DurationVar(&f.maxFuture, "flows.max-future", inserter.DefaultMaxFuture, "reject flows received further ahead of the inserter's clock than this (reason too_new)")
 	fs.StringVar(&f.metricsAddr, "metrics.addr", ":8082", "address serving /metrics, /healthz and /readyz (empty disables)")
 	fs.StringVar(&f.probe, "probe", "", cli.ProbeFlagUsage)
 	fs.StringVar(&f.logLevel, "loglevel", "info", "log level: debug, info, warn or error")
@@ -154,6 +156,7 @@ func run(args []string, stderr io.Writer) error {
 		PostgresDSN:   dsn,
 		Writers:       f.writers,
 		Retention:     retention,
+		MaxFuture:     f.maxFuture,
 	}, logger, reg)
 	if err != nil {
 		return err
