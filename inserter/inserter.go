@@ -470,6 +470,7 @@ func (in *Inserter) writer(ctx context.Context, batches <-chan *pgsink.Batch) {
 			owner.sess.MarkOffset(b.Topic, b.Partition, b.End, "")
 			in.m.lag.WithLabelValues(b.Topic, strconv.Itoa(int(b.Partition))).Set(float64(max(b.HighWater-b.End, 0)))
 		}
+		b.Reset(b.Topic, b.Partition) // release its Kafka messages while pooled
 		in.free.Put(b)
 	}
 }
