@@ -204,3 +204,35 @@ func TestBatchOverThousandsOfDays(t *testing.T) {
 		t.Fatalf("second write: %+v %v, want all %d records skipped", res, err, n)
 	}
 }
+
+// TestPartitionDroppedBehindTheSink: a partition the sink believes in is
+// dropped behind its back (another inserter's retention). COPY then fails
+// with 23514 "no partition of relation found", a content-class error; the
+// sink recreates the partition and stores the batch instead of calling
+// the records bad.
+func TestPartitionDroppedBehindTheSink(t *testing.T) {
+	dsn := testDB(t)
+	s := newSink(t, dsn, "g")
+	ctx := context.Background()
+	at := time.Now().Add(-time.Minute)
+	first := batchOf(t, []*pb.FlowMessage{{TimeReceivedNs: uint64(at.UnixNano()), Bytes: 10, Packets: 1, SequenceNum: 1}}, 0)
+	if _, err := s.Write(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "DROP TABLE flows_p"+at.UTC().Format("20060102")); err != nil {
+		t.Fatal(err)
+	}
+	second := batchOf(t, []*pb.FlowMessage{{TimeReceivedNs: uint64(at.UnixNano()) + 1, Bytes: 20, Packets: 2, SequenceNum: 2}}, 1)
+	if res, err := s.Write(ctx, second); err != nil || res.Flows != 1 {
+		t.Fatalf("write after the partition was dropped: %+v %v", res, err)
+	}
+	var rows, bytes int64
+	if err := conn.QueryRow(ctx, "SELECT count(*), sum(bytes) FROM flows").Scan(&rows, &bytes); err != nil || rows != 1 || bytes != 20 {
+		t.Fatalf("flows holds %d rows, %d bytes (%v); want the second flow only", rows, bytes, err)
+	}
+}

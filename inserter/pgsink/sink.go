@@ -265,8 +265,13 @@ func (s *Sink) WriteRecords(ctx context.Context, b *Batch, lo, hi int) (Result, 
 			// 23514 is also "no partition found for row": retention may have
 			// dropped a partition we still believed in. Recreate and retry
 			// once before calling the content bad.
-			s.forgetPartitions()
-			if err = s.ensurePartitions(ctx, b.daysIn(c[0], c[1])); err == nil {
+			days := b.daysIn(c[0], c[1])
+			s.mu.Lock()
+			for _, d := range days {
+				delete(s.partitions, d.Unix())
+			}
+			s.mu.Unlock()
+			if err = s.ensurePartitions(ctx, days); err == nil {
 				r, err = s.write(ctx, b, c[0], c[1], false)
 			}
 		}
