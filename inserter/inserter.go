@@ -123,6 +123,9 @@ func (c *Config) validate() error {
 	if c.FlushInterval < 0 || c.Retention < 0 || c.MaxFuture < 0 || c.RetryMin < 0 || c.RetryMax < c.RetryMin || c.QueuedBatches < 0 {
 		errs = append(errs, errors.New("durations and counts must not be negative, and RetryMax must be at least RetryMin"))
 	}
+	if c.MaxFuture > 366*24*time.Hour {
+		errs = append(errs, fmt.Errorf("-flows.max-future %s: a clock that far ahead is broken; use at most 8784h", c.MaxFuture))
+	}
 	if c.Retention > 0 && c.Retention < 24*time.Hour {
 		errs = append(errs, fmt.Errorf("-postgres.retention %s: partitions are daily, use at least 1d (or 0 to keep everything)", c.Retention))
 	}

@@ -51,6 +51,8 @@ func TestValidateFlowBounds(t *testing.T) {
 		{"time 1ns after now + 10m", &pb.FlowMessage{TimeReceivedNs: nowNs + uint64(10*time.Minute) + 1}, withRetention, pgsink.ErrTooNew},
 		{"no retention: 2000-01-01", &pb.FlowMessage{TimeReceivedNs: uint64(pgsink.MinTime.UnixNano())}, noRetention, nil},
 		{"no retention: 1ns before 2000", &pb.FlowMessage{TimeReceivedNs: uint64(pgsink.MinTime.UnixNano()) - 1}, noRetention, pgsink.ErrTooOld},
+		{"retention of 100 years: 2000-01-01", &pb.FlowMessage{TimeReceivedNs: uint64(pgsink.MinTime.UnixNano())}, pgsink.NewLimits(now, 100*365*24*time.Hour, 10*time.Minute), nil},
+		{"retention of 100 years: 1ns before 2000", &pb.FlowMessage{TimeReceivedNs: uint64(pgsink.MinTime.UnixNano()) - 1}, pgsink.NewLimits(now, 100*365*24*time.Hour, 10*time.Minute), pgsink.ErrTooOld},
 		{"no retention: 20 years ago", &pb.FlowMessage{TimeReceivedNs: uint64(now.AddDate(-20, 0, 0).UnixNano())}, noRetention, nil},
 		{"time_received 0", &pb.FlowMessage{}, noRetention, errAny},
 		{"port 65536", &pb.FlowMessage{SrcPort: 65536}, noRetention, errAny},

@@ -102,8 +102,9 @@ type Limits struct {
 // but MinTime), not further ahead than maxFuture.
 func NewLimits(now time.Time, retention, maxFuture time.Duration) Limits {
 	l := Limits{MinTimeNs: minTimeNs, MaxTimeNs: uint64(now.Add(maxFuture).UnixNano())}
-	if retention > 0 {
-		l.MinTimeNs = max(l.MinTimeNs, uint64(now.Add(-retention).UnixNano()))
+	// Compared as int64: a retention reaching before 1970 must not wrap.
+	if cut := now.Add(-retention).UnixNano(); retention > 0 && cut > int64(minTimeNs) {
+		l.MinTimeNs = uint64(cut)
 	}
 	return l
 }
