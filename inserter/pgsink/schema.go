@@ -101,9 +101,11 @@ type Limits struct {
 // NewLimits is the window at now: not older than retention (0: no limit
 // but MinTime), not further ahead than maxFuture.
 func NewLimits(now time.Time, retention, maxFuture time.Duration) Limits {
-	l := Limits{MinTimeNs: minTimeNs, MaxTimeNs: uint64(now.Add(maxFuture).UnixNano())}
+	// Integer arithmetic: this runs once per record on the hot path.
+	n := now.UnixNano()
+	l := Limits{MinTimeNs: minTimeNs, MaxTimeNs: uint64(n + int64(maxFuture))}
 	// Compared as int64: a retention reaching before 1970 must not wrap.
-	if cut := now.Add(-retention).UnixNano(); retention > 0 && cut > int64(minTimeNs) {
+	if cut := n - int64(retention); retention > 0 && cut > int64(minTimeNs) {
 		l.MinTimeNs = uint64(cut)
 	}
 	return l
