@@ -2,6 +2,7 @@ package grafana
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -298,6 +299,9 @@ type expected struct {
 	byDst       map[string]uint64
 	byExporter  map[string]uint64
 	flowsPerSrc map[string]int
+	// rateWidth is the span each rate value averages over (0: 1 minute,
+	// the default window's interval).
+	rateWidth time.Duration
 }
 
 func mockFlows(n int, end time.Time) ([]*pb.FlowMessage, expected) {
@@ -430,8 +434,9 @@ func checkResult(t *testing.T, q sqlQuery, cols []string, rows [][]any, want []s
 			for _, r := range rows {
 				bits += float64(num(r[2]))
 			}
-			if total := float64(exp.bytes) * 8 / 60; bits < total*0.999 || bits > total*1.001 {
-				t.Errorf("panel %q: bit rates add up to %.0f (x 60 s), want %.0f", q.panel, bits, total)
+			width := cmp.Or(exp.rateWidth, time.Minute).Seconds()
+			if total := float64(exp.bytes) * 8 / width; bits < total*0.999 || bits > total*1.001 {
+				t.Errorf("panel %q: bit rates add up to %.0f (x %v s), want %.0f", q.panel, bits, width, total)
 			}
 		}
 	}
@@ -475,7 +480,7 @@ func TestPostgresQueries(t *testing.T) {
 	flows, exp := mockFlows(3000, end)
 	b := pgsink.NewBatch("flows", 0)
 	for i, m := range flows {
-		if err := pgsink.ValidateFlow(m, end); err != nil {
+		if err := pgsink.ValidateFlow(m, pgsink.NewLimits(end, 0, 10*time.Minute)); err != nil {
 			t.Fatalf("mocker flow %d is invalid for the inserter: %v", i, err)
 		}
 		b.BeginRecord(int64(i))
@@ -492,43 +497,72 @@ func TestPostgresQueries(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	qc := queryWindow(end)
 	qs := sqlQueries(t, "dashboards/traffic-postgres.json")
-	for _, q := range qs {
-		t.Run(q.panel+"/"+q.refID, func(t *testing.T) {
-			sql, err := expandPostgres(q.sql, qc)
-			if err != nil {
-				t.Fatalf("expand: %v", err)
-			}
-			rows, err := conn.Query(ctx, sql)
-			if err != nil {
-				t.Fatalf("query: %v\n%s", err, sql)
-			}
-			var cols []string
-			for _, f := range rows.FieldDescriptions() {
-				cols = append(cols, f.Name)
-			}
-			var data [][]any
-			for rows.Next() {
-				v, err := rows.Values()
-				if err != nil {
-					t.Fatal(err)
-				}
-				data = append(data, v)
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatalf("query: %v\n%s", err, sql)
-			}
-			want, ok := pgColumns[q.panel]
-			if !ok {
-				t.Fatalf("no expected columns for panel %q: add it to pgColumns", q.panel)
-			}
-			checkResult(t, q, cols, data, want, exp)
-		})
-	}
 	if len(qs) != len(pgColumns) {
 		t.Errorf("%d SQL panels, %d expected: keep pgColumns in step with the dashboard", len(qs), len(pgColumns))
 	}
+	// The default hour reads the rows.
+	for _, q := range qs {
+		t.Run("1h/"+q.panel+"/"+q.refID, func(t *testing.T) {
+			cols, data := runPostgres(t, conn, q, queryWindow(end))
+			checkResult(t, q, cols, data, pgColumns[q.panel], exp)
+		})
+	}
+	// A day reads flows_5m, where there is one: with the rows gone, those
+	// panels must still find every byte, rates averaged over 5 minutes.
+	if _, err := conn.Exec(ctx, "TRUNCATE flows"); err != nil {
+		t.Fatal(err)
+	}
+	day := queryContext{from: end.Add(-24 * time.Hour), to: end, interval: 2 * time.Minute, vars: map[string]string{}}
+	long := exp
+	long.rateWidth = 5 * time.Minute
+	var rollupPanels []string
+	for _, q := range qs {
+		if !strings.Contains(q.sql, "flows_5m") {
+			continue
+		}
+		rollupPanels = append(rollupPanels, q.panel)
+		t.Run("24h/"+q.panel+"/"+q.refID, func(t *testing.T) {
+			cols, data := runPostgres(t, conn, q, day)
+			checkResult(t, q, cols, data, pgColumns[q.panel], long)
+		})
+	}
+	if want := []string{"Traffic (bits/s)", "Traffic (packets/s)", "IPv4 / IPv6", "Top AS pairs"}; !slices.Equal(rollupPanels, want) {
+		t.Errorf("panels reading flows_5m: %v, want %v", rollupPanels, want)
+	}
+}
+
+// runPostgres expands q for qc and runs it, returning the column names and
+// rows.
+func runPostgres(t *testing.T, conn *pgx.Conn, q sqlQuery, qc queryContext) ([]string, [][]any) {
+	t.Helper()
+	if _, ok := pgColumns[q.panel]; !ok {
+		t.Fatalf("no expected columns for panel %q: add it to pgColumns", q.panel)
+	}
+	sql, err := expandPostgres(q.sql, qc)
+	if err != nil {
+		t.Fatalf("expand: %v", err)
+	}
+	rows, err := conn.Query(context.Background(), sql)
+	if err != nil {
+		t.Fatalf("query: %v\n%s", err, sql)
+	}
+	var cols []string
+	for _, f := range rows.FieldDescriptions() {
+		cols = append(cols, f.Name)
+	}
+	var data [][]any
+	for rows.Next() {
+		v, err := rows.Values()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = append(data, v)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("query: %v\n%s", err, sql)
+	}
+	return cols, data
 }
 
 func TestClickHouseQueries(t *testing.T) {

@@ -116,7 +116,7 @@ type claimState struct {
 func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	in := h.in
 	topic, part := claim.Topic(), claim.Partition()
-	var dec Decoder
+	dec := in.newDecoder()
 	state := &claimState{sess: sess}
 	// Rejected records of the current batch, sent to the dead-letter topic
 	// before the batch (and so its offset) reaches the writer.
@@ -203,6 +203,7 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 					letterBytes += len(msg.Value) + len(msg.Key)
 				}
 			}
+			b.SetSource(msg) // for the dead-letter topic if PostgreSQL refuses it
 			if b.Records() == 1 {
 				timer.Reset(in.cfg.FlushInterval)
 			}

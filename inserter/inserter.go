@@ -50,13 +50,18 @@ type Config struct {
 
 	PostgresDSN string // required
 	// Retention drops daily partitions older than this; 0 keeps everything.
+	// Flows older than Retention are rejected (reason too_old).
 	Retention time.Duration
 	// RetentionInterval is how often retention runs (default 10m); the
 	// maintenance loop that creates tomorrow's partition ahead, and retries
 	// an unfinished retention, wakes every min(1m, RetentionInterval).
 	RetentionInterval time.Duration
+	// MaxFuture rejects flows received further ahead of Now (reason
+	// too_new); default DefaultMaxFuture (10m).
+	MaxFuture time.Duration
 	// Now is the clock for validation bounds, the retention cutoff and
-	// partition pre-creation (nil means time.Now); tests move it.
+	// partition pre-creation (nil means time.Now); tests move it to
+	// simulate a day change.
 	Now func() time.Time
 
 	// Failed writes and connections are retried with exponential backoff
@@ -112,6 +117,9 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.MaxFuture == 0 {
+		c.MaxFuture = DefaultMaxFuture
+	}
 	if c.RetryMin == 0 {
 		c.RetryMin = 100 * time.Millisecond
 	}
@@ -143,8 +151,11 @@ func (c *Config) validate() error {
 	if c.FlushCount < 1 {
 		errs = append(errs, fmt.Errorf("-flush.count %d: must be at least 1", c.FlushCount))
 	}
-	if c.FlushInterval < 0 || c.Retention < 0 || c.RetryMin < 0 || c.RetryMax < c.RetryMin || c.QueuedBatches < 0 || c.ShutdownTimeout < 0 || c.HealthInterval < 0 {
+	if c.FlushInterval < 0 || c.Retention < 0 || c.MaxFuture < 0 || c.RetryMin < 0 || c.RetryMax < c.RetryMin || c.QueuedBatches < 0 || c.ShutdownTimeout < 0 || c.HealthInterval < 0 {
 		errs = append(errs, errors.New("durations and counts must not be negative, and RetryMax must be at least RetryMin"))
+	}
+	if c.MaxFuture > 366*24*time.Hour {
+		errs = append(errs, fmt.Errorf("-flows.max-future %s: a clock that far ahead is broken; use at most 8784h", c.MaxFuture))
 	}
 	if c.Retention > 0 && c.Retention < 24*time.Hour {
 		errs = append(errs, fmt.Errorf("-postgres.retention %s: partitions are daily, use at least 1d (or 0 to keep everything)", c.Retention))
@@ -590,8 +601,10 @@ func (in *Inserter) queueFor(partition int32) chan<- *pgsink.Batch {
 }
 
 // writer commits batches one at a time, retrying each until it lands:
-// a failed transaction stored nothing, so retrying the same batch can
-// neither lose nor double a flow.
+// a failed transaction stored nothing, and stored records are skipped by
+// offset, so retrying can neither lose nor double a flow. Records
+// PostgreSQL refuses for their content are rejected one by one (see
+// storeRange); only transient failures are retried.
 func (in *Inserter) writer(ctx context.Context, batches <-chan *pgsink.Batch) {
 	for b := range batches {
 		if ctx.Err() != nil {
@@ -602,7 +615,11 @@ func (in *Inserter) writer(ctx context.Context, batches <-chan *pgsink.Batch) {
 		var res pgsink.Result
 		var err error
 		for {
-			res, err = in.sink.Write(ctx, b)
+			var r pgsink.Result
+			r, err = in.storeRange(ctx, b, res.Done, b.Records())
+			res.Flows += r.Flows
+			res.SkippedRecords += r.SkippedRecords
+			res.Done += r.Done
 			if err == nil || ctx.Err() != nil {
 				break
 			}
@@ -613,11 +630,15 @@ func (in *Inserter) writer(ctx context.Context, batches <-chan *pgsink.Batch) {
 			if in.pgHealthy.Swap(false) {
 				in.updateReady()
 			}
-			in.logger.Warn("storing a batch in PostgreSQL failed; retrying the same batch", "topic", b.Topic, "partition", b.Partition,
-				"flows", b.Flows(), "error", err, "retry_in", backoff)
+			in.logger.Warn("storing a batch in PostgreSQL failed; retrying the rest of the batch", "topic", b.Topic, "partition", b.Partition,
+				"flows", b.Flows(), "records_done", res.Done, "error", err, "retry_in", backoff)
 			sleep(ctx, backoff)
 			backoff = min(backoff*2, in.cfg.RetryMax)
 		}
+		// What was committed is stored whatever happens next.
+		in.stored.Add(uint64(res.Flows))
+		in.m.flowsStored.Add(float64(res.Flows))
+		in.m.recordsSkipped.Add(float64(res.SkippedRecords))
 		owner, _ := b.Owner.(*claimState)
 		if errors.Is(err, pgsink.ErrGap) {
 			// Should not happen: claims stop at their first dropped batch.
@@ -636,9 +657,6 @@ func (in *Inserter) writer(ctx context.Context, batches <-chan *pgsink.Batch) {
 			in.updateReady()
 			in.logger.Info("PostgreSQL writes succeed again")
 		}
-		in.stored.Add(uint64(res.Flows))
-		in.m.flowsStored.Add(float64(res.Flows))
-		in.m.recordsSkipped.Add(float64(res.SkippedRecords))
 		in.m.batchFlows.Observe(float64(res.Flows))
 		in.m.batchSeconds.Observe(time.Since(start).Seconds())
 		if owner != nil && owner.sess.Context().Err() == nil {
@@ -646,8 +664,63 @@ func (in *Inserter) writer(ctx context.Context, batches <-chan *pgsink.Batch) {
 			owner.sess.MarkOffset(b.Topic, b.Partition, b.End, "")
 			in.m.lag.WithLabelValues(b.Topic, strconv.Itoa(int(b.Partition))).Set(float64(max(b.HighWater-b.End, 0)))
 		}
+		b.Reset(b.Topic, b.Partition) // release its Kafka messages while pooled
 		in.free.Put(b)
 	}
+}
+
+// storeRange stores records [lo, hi) of b. When PostgreSQL refuses the
+// content (pgsink.IsContentError), it halves the range until it finds each
+// refused record, rejects it (dead-letter topic, then its offset is
+// stored without its flows) and stores the others, so bad content costs
+// about 2·log2(n) extra transactions per bad record and never blocks the
+// partition. The error it returns is transient (or ErrGap, or ctx's);
+// Result.Done says how many records from lo are stored.
+func (in *Inserter) storeRange(ctx context.Context, b *pgsink.Batch, lo, hi int) (pgsink.Result, error) {
+	res, err := in.sink.WriteRecords(ctx, b, lo, hi)
+	if err == nil || !pgsink.IsContentError(err) {
+		return res, err
+	}
+	in.countPGError(err)
+	lo += res.Done // committed before the refused transaction
+	if hi-lo == 1 {
+		if err := in.rejectWritten(ctx, b, lo, err); err != nil {
+			return res, err
+		}
+		res.Done++
+		return res, nil
+	}
+	mid := lo + (hi-lo)/2
+	for _, r := range [][2]int{{lo, mid}, {mid, hi}} {
+		part, err := in.storeRange(ctx, b, r[0], r[1])
+		res.Flows += part.Flows
+		res.SkippedRecords += part.SkippedRecords
+		res.Done += part.Done
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// rejectWritten rejects record i of b, which PostgreSQL refused: it is
+// copied to the dead-letter topic first (at least once), then its offset
+// is stored so the partition moves on.
+func (in *Inserter) rejectWritten(ctx context.Context, b *pgsink.Batch, i int, cause error) error {
+	msg, _ := b.Source(i).(*sarama.ConsumerMessage)
+	if msg == nil {
+		msg = &sarama.ConsumerMessage{Topic: b.Topic, Partition: b.Partition, Offset: b.RecordOffset(i)}
+	}
+	if err := in.sendDeadLetters(ctx, []deadLetter{{msg: msg, reason: ReasonWriteRejected, err: cause}}); err != nil {
+		return err
+	}
+	if err := in.sink.SkipRecord(ctx, b, i); err != nil {
+		return err
+	}
+	in.m.recordsInvalid.WithLabelValues(ReasonWriteRejected).Inc()
+	in.invalid.log(ReasonWriteRejected, "PostgreSQL refused a record's flows; rejected it and stored the rest of its batch",
+		"topic", b.Topic, "partition", b.Partition, "offset", msg.Offset, "error", cause)
+	return nil
 }
 
 // maintenanceInterval is how often the maintenance loop wakes: often

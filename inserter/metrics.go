@@ -13,13 +13,20 @@ const (
 	ReasonTruncated    = "truncated"     // record shorter than a frame's length prefix
 	ReasonBadMessage   = "bad_message"   // frame is not a FlowMessage
 	ReasonInvalidField = "invalid_field" // parses, but a field cannot be stored (see pgsink.ValidateFlow)
+	ReasonOutOfRange   = "out_of_range"  // a counter, the sampling rate or a scaled product above its bound
+	ReasonTooOld       = "too_old"       // time_received older than -postgres.retention (or before 2000)
+	ReasonTooNew       = "too_new"       // time_received further ahead than -flows.max-future
+	// ReasonWriteRejected: PostgreSQL refused the record's rows (a data or
+	// constraint error validation let through); the rest of its batch is stored.
+	ReasonWriteRejected = "write_rejected"
 )
 
 // ResetPastEnd is the reason label of offsets_reset_total: the offset
 // stored in PostgreSQL was past the partition's newest offset.
 const ResetPastEnd = "past_end"
 
-var allReasons = []string{ReasonEmpty, ReasonBadLength, ReasonTooLarge, ReasonTruncated, ReasonBadMessage, ReasonInvalidField}
+var allReasons = []string{ReasonEmpty, ReasonBadLength, ReasonTooLarge, ReasonTruncated, ReasonBadMessage, ReasonInvalidField,
+	ReasonOutOfRange, ReasonTooOld, ReasonTooNew, ReasonWriteRejected}
 
 type metrics struct {
 	flowsStored      prometheus.Counter

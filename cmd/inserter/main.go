@@ -40,6 +40,7 @@ type flags struct {
 	host, user, pass, passFile, dbname, dsn string
 	port, writers                           int
 	retention                               string
+	maxFuture                               time.Duration
 	metricsAddr, logLevel, logFormat        string
 	probe                                   string
 	allowSharedDB                           bool
@@ -68,6 +69,7 @@ func newFlagSet(out io.Writer) (*flag.FlagSet, *flags) {
 	fs.IntVar(&f.writers, "postgres.writers", 2, "concurrent COPY connections; a partition always uses the same one")
 	fs.StringVar(&f.retention, "postgres.retention", "0", "drop daily partitions older than this, e.g. 7d or 168h; 0 keeps everything")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown.timeout", 20*time.Second, "on SIGTERM, commit the batches in flight within this time; keep it below the container's stop grace period")
+	fs.DurationVar(&f.maxFuture, "flows.max-future", inserter.DefaultMaxFuture, "reject flows received further ahead of the inserter's clock than this (reason too_new)")
 	fs.StringVar(&f.metricsAddr, "metrics.addr", ":8082", "address serving /metrics, /healthz and /readyz (empty disables)")
 	fs.StringVar(&f.probe, "probe", "", cli.ProbeFlagUsage)
 	fs.StringVar(&f.logLevel, "loglevel", "info", "log level: debug, info, warn or error")
@@ -161,6 +163,7 @@ func run(args []string, stderr io.Writer) error {
 		Retention:     retention,
 		// 0 would mean the default; a deliberate 0 is not useful.
 		ShutdownTimeout: f.shutdownTimeout,
+		MaxFuture:       f.maxFuture,
 	}, logger, reg)
 	if err != nil {
 		return err

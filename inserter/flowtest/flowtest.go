@@ -191,10 +191,14 @@ func Produce(t testing.TB, brokers []string, topic string, values [][]byte) {
 
 // DB is what the database holds.
 type DB struct {
-	Rows, Bytes, Packets                    int64
-	RollupFlows, RollupBytes, RollupPackets int64
-	Duplicates                              int64 // (sampler_address, sequence_num) stored more than once
-	StoredOffsets                           int64 // sum of next_offset over kafka_offsets
+	Rows, Bytes, Packets int64 // sampled sums, as stored
+	RollupFlows          int64
+	// RollupBytes and RollupPackets are flows_5m's scaled sums, and
+	// ScaledBytes, ScaledPackets the same computed from the rows, as text:
+	// they may exceed int64.
+	RollupBytes, RollupPackets, ScaledBytes, ScaledPackets string
+	Duplicates                                             int64 // (sampler_address, sequence_num) stored more than once
+	StoredOffsets                                          int64 // sum of next_offset over kafka_offsets
 }
 
 // Query reads the totals of the flows, flows_5m and kafka_offsets tables.
@@ -207,10 +211,12 @@ func Query(ctx context.Context, dsn string) (DB, error) {
 	var d DB
 	err = conn.QueryRow(ctx, `SELECT
   (SELECT count(*) FROM flows), (SELECT coalesce(sum(bytes), 0)::bigint FROM flows), (SELECT coalesce(sum(packets), 0)::bigint FROM flows),
-  (SELECT coalesce(sum(flows), 0)::bigint FROM flows_5m), (SELECT coalesce(sum(bytes), 0)::bigint FROM flows_5m), (SELECT coalesce(sum(packets), 0)::bigint FROM flows_5m),
+  (SELECT coalesce(sum(flows), 0)::bigint FROM flows_5m), (SELECT coalesce(sum(bytes), 0)::text FROM flows_5m), (SELECT coalesce(sum(packets), 0)::text FROM flows_5m),
+  (SELECT coalesce(sum(bytes::numeric * greatest(sampling_rate, 1)), 0)::text FROM flows),
+  (SELECT coalesce(sum(packets::numeric * greatest(sampling_rate, 1)), 0)::text FROM flows),
   (SELECT count(*) FROM (SELECT 1 FROM flows GROUP BY sampler_address, sequence_num HAVING count(*) > 1) d),
   (SELECT coalesce(sum(next_offset), 0)::bigint FROM kafka_offsets)`).Scan(
-		&d.Rows, &d.Bytes, &d.Packets, &d.RollupFlows, &d.RollupBytes, &d.RollupPackets, &d.Duplicates, &d.StoredOffsets)
+		&d.Rows, &d.Bytes, &d.Packets, &d.RollupFlows, &d.RollupBytes, &d.RollupPackets, &d.ScaledBytes, &d.ScaledPackets, &d.Duplicates, &d.StoredOffsets)
 	return d, err
 }
 
@@ -227,8 +233,9 @@ func Check(t testing.TB, dsn string, want Totals) DB {
 	if d.Rows != want.Flows || d.Bytes != want.Bytes || d.Packets != want.Packets {
 		t.Errorf("flows table: %d rows, sum(bytes) %d, sum(packets) %d; want %d, %d, %d", d.Rows, d.Bytes, d.Packets, want.Flows, want.Bytes, want.Packets)
 	}
-	if d.RollupFlows != d.Rows || d.RollupBytes != d.Bytes || d.RollupPackets != d.Packets {
-		t.Errorf("flows_5m: flows %d, bytes %d, packets %d; flows table: %d, %d, %d", d.RollupFlows, d.RollupBytes, d.RollupPackets, d.Rows, d.Bytes, d.Packets)
+	// flows_5m holds scaled sums: bytes and packets x greatest(sampling_rate, 1).
+	if d.RollupFlows != d.Rows || d.RollupBytes != d.ScaledBytes || d.RollupPackets != d.ScaledPackets {
+		t.Errorf("flows_5m: flows %d, scaled bytes %s, scaled packets %s; flows table: %d, %s, %s", d.RollupFlows, d.RollupBytes, d.RollupPackets, d.Rows, d.ScaledBytes, d.ScaledPackets)
 	}
 	if d.Duplicates != 0 {
 		t.Errorf("%d (sampler_address, sequence_num) pairs stored more than once", d.Duplicates)

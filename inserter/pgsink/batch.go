@@ -43,13 +43,14 @@ type record struct {
 	offset  int64
 	rowPos  int
 	rollPos int
+	src     any // the Kafka message, for the dead-letter topic
 }
 
 type rollup struct {
 	slot           int64
 	srcAS, dstAS   uint32
 	etype          uint32
-	bytes, packets uint64
+	bytes, packets uint64 // scaled by max(sampling_rate, 1)
 }
 
 // NewBatch returns an empty batch for topic/partition.
@@ -74,6 +75,7 @@ func (b *Batch) Reset(topic string, partition int32) {
 	b.Start, b.End, b.HighWater = 0, 0, 0
 	b.rows = b.rows[:0]
 	b.rollups = b.rollups[:0]
+	clear(b.records) // drop the messages the sources point to
 	b.records = b.records[:0]
 	clear(b.days)
 	b.lastDay = -1
@@ -103,7 +105,9 @@ func (b *Batch) AddFlow(m *pb.FlowMessage) {
 		b.rows = columns[i].put(b.rows, m)
 	}
 	slot := Timeslot(m.TimeReceivedNs)
-	b.rollups = append(b.rollups, rollup{slot: slot, srcAS: m.SrcAs, dstAS: m.DstAs, etype: m.Etype, bytes: m.Bytes, packets: m.Packets})
+	// flows_5m holds scaled sums; ValidateFlow bounds each product to 2^50.
+	rate := max(m.SamplingRate, 1)
+	b.rollups = append(b.rollups, rollup{slot: slot, srcAS: m.SrcAs, dstAS: m.DstAs, etype: m.Etype, bytes: m.Bytes * rate, packets: m.Packets * rate})
 	// Flows arrive in time order: only touch the map when the day changes.
 	if day := slot - slot%86400; day != b.lastDay {
 		b.days[day] = struct{}{}
@@ -127,6 +131,20 @@ func (b *Batch) AbortRecord() {
 	b.EndRecord()
 }
 
+// SetSource attaches src (the Kafka message) to the record just ended, so
+// a record the database rejects can go to the dead-letter topic whole.
+func (b *Batch) SetSource(src any) {
+	if n := len(b.records); n > 0 {
+		b.records[n-1].src = src
+	}
+}
+
+// Source is what SetSource attached to record i (nil if nothing).
+func (b *Batch) Source(i int) any { return b.records[i].src }
+
+// RecordOffset is the Kafka offset of record i.
+func (b *Batch) RecordOffset(i int) int64 { return b.records[i].offset }
+
 // Days lists the UTC days (Unix seconds at midnight) the batch's rows fall in.
 func (b *Batch) Days() []time.Time {
 	out := make([]time.Time, 0, len(b.days))
@@ -134,4 +152,62 @@ func (b *Batch) Days() []time.Time {
 		out = append(out, time.Unix(d, 0).UTC())
 	}
 	return out
+}
+
+// rollEnd is where record i's rollups end.
+func (b *Batch) rollEnd(i int) int {
+	if i+1 < len(b.records) {
+		return b.records[i+1].rollPos
+	}
+	return len(b.rollups)
+}
+
+// daysIn lists the distinct UTC days of records [lo, hi).
+func (b *Batch) daysIn(lo, hi int) []time.Time {
+	seen := map[int64]struct{}{}
+	var out []time.Time
+	for _, r := range b.rollups[b.records[lo].rollPos:b.rollEnd(hi-1)] {
+		d := r.slot - r.slot%86400
+		if _, ok := seen[d]; !ok {
+			seen[d] = struct{}{}
+			out = append(out, time.Unix(d, 0).UTC())
+		}
+	}
+	return out
+}
+
+// splitByDays cuts records [lo, hi) into runs touching at most maxDays
+// days each, on record boundaries (a single record spanning more days is
+// a run of its own). Usually the whole batch is one run.
+func (b *Batch) splitByDays(lo, hi, maxDays int) [][2]int {
+	if len(b.days) <= maxDays {
+		return [][2]int{{lo, hi}}
+	}
+	var out [][2]int
+	cur := map[int64]struct{}{}
+	var days []int64
+	start := lo
+	for i := lo; i < hi; i++ {
+		days = days[:0]
+		for _, r := range b.rollups[b.records[i].rollPos:b.rollEnd(i)] {
+			if d := r.slot - r.slot%86400; !slices.Contains(days, d) {
+				days = append(days, d)
+			}
+		}
+		fresh := 0
+		for _, d := range days {
+			if _, ok := cur[d]; !ok {
+				fresh++
+			}
+		}
+		if i > start && len(cur)+fresh > maxDays {
+			out = append(out, [2]int{start, i})
+			start = i
+			clear(cur)
+		}
+		for _, d := range days {
+			cur[d] = struct{}{}
+		}
+	}
+	return append(out, [2]int{start, hi})
 }

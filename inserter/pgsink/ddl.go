@@ -139,7 +139,11 @@ func (s *Sink) CreateSchema(ctx context.Context) error {
 				return fmt.Errorf("%s: %w", firstLine(stmt), err)
 			}
 		}
-		return nil
+		migrated, err := migrateRollup(ctx, tx)
+		if migrated {
+			s.logger.Warn("migrated flows_5m to scaled numeric sums, rebuilt from flows")
+		}
+		return err
 	})
 	return opErr("schema", err)
 }

@@ -4,12 +4,17 @@
 package pgsink
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
@@ -59,17 +64,90 @@ func ColumnNames() []string {
 	return names
 }
 
-// ValidateFlow checks that every field of m fits its column, so a batch
-// never fails in the database because of one message. Callers reject the
-// whole record on error.
-func ValidateFlow(m *pb.FlowMessage, now time.Time) error {
+// Sentinel errors of ValidateFlow, so callers can count rejections by
+// reason with errors.Is. Any other error is a field that does not fit its
+// column.
+var (
+	// ErrOutOfRange: a counter, the sampling rate or a scaled product is
+	// above its bound (MaxCounter, MaxSamplingRate, MaxScaled).
+	ErrOutOfRange = errors.New("value out of range")
+	// ErrTooOld: time_received is before Limits.MinTimeNs (the retention
+	// cutoff, or 2000-01-01 without retention).
+	ErrTooOld = errors.New("time_received too old")
+	// ErrTooNew: time_received is after Limits.MaxTimeNs (now + max future).
+	ErrTooNew = errors.New("time_received too far in the future")
+)
+
+// Bounds on what a flow may carry. With bytes and packets scaled by the
+// sampling rate at most 2^50, any per-row product a query computes (x8 for
+// bits, with headroom to spare) stays far inside bigint, and sums are taken
+// as numeric (sum(bigint) in a query, flows_5m's numeric columns).
+const (
+	MaxCounter      = 1 << 48        // bytes, packets as sent (sampled)
+	MaxSamplingRate = math.MaxUint32 // sampling_rate
+	MaxScaled       = 1 << 50        // bytes or packets x max(sampling_rate, 1)
+)
+
+// MinTime is the earliest time_received accepted, even without retention.
+var MinTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+var minTimeNs = uint64(MinTime.UnixNano())
+
+// Limits is the window of time_received a flow may have, in Unix ns.
+type Limits struct {
+	MinTimeNs, MaxTimeNs uint64
+}
+
+// NewLimits is the window at now: not older than retention (0: no limit
+// but MinTime), not further ahead than maxFuture.
+func NewLimits(now time.Time, retention, maxFuture time.Duration) Limits {
+	// Integer arithmetic: this runs once per record on the hot path.
+	n := now.UnixNano()
+	l := Limits{MinTimeNs: minTimeNs, MaxTimeNs: uint64(n + int64(maxFuture))}
+	// Compared as int64: a retention reaching before 1970 must not wrap.
+	if cut := n - int64(retention); retention > 0 && cut > int64(minTimeNs) {
+		l.MinTimeNs = uint64(cut)
+	}
+	return l
+}
+
+// ValidateFlow checks that every field of m fits its column and the bounds
+// above, so a batch never fails in the database, and no query overflows,
+// because of one message. Callers reject the whole record on error.
+func ValidateFlow(m *pb.FlowMessage, lim Limits) error {
 	// time_received partitions the table: it must be set and plausible, which
 	// also rejects random bytes that happen to parse as protobuf.
 	if m.TimeReceivedNs == 0 {
 		return fmt.Errorf("time_received_ns is not set")
 	}
-	if m.TimeReceivedNs < minTimeNs || m.TimeReceivedNs > uint64(now.Add(maxFuture).UnixNano()) {
-		return fmt.Errorf("time_received_ns %d is not between 2000-01-01 and now + %s", m.TimeReceivedNs, maxFuture)
+	if m.TimeReceivedNs < lim.MinTimeNs {
+		return fmt.Errorf("%w: time_received %s is before %s (retention, or 2000-01-01)", ErrTooOld,
+			time.Unix(0, int64(m.TimeReceivedNs)).UTC().Format(time.RFC3339), time.Unix(0, int64(lim.MinTimeNs)).UTC().Format(time.RFC3339))
+	}
+	if m.TimeReceivedNs > lim.MaxTimeNs {
+		return fmt.Errorf("%w: time_received_ns %d is after %s (now + max future)", ErrTooNew,
+			m.TimeReceivedNs, time.Unix(0, int64(lim.MaxTimeNs)).UTC().Format(time.RFC3339))
+	}
+	for _, f := range [...]struct {
+		name string
+		v    uint64
+		max  uint64
+	}{
+		{"sampling_rate", m.SamplingRate, MaxSamplingRate},
+		{"bytes", m.Bytes, MaxCounter},
+		{"packets", m.Packets, MaxCounter},
+	} {
+		if f.v > f.max {
+			return fmt.Errorf("%w: %s %d exceeds %d", ErrOutOfRange, f.name, f.v, f.max)
+		}
+	}
+	// Each factor is below 2^48 and 2^32: the 128-bit product is exact.
+	rate := max(m.SamplingRate, 1)
+	if hi, lo := bits.Mul64(m.Bytes, rate); hi != 0 || lo > MaxScaled {
+		return fmt.Errorf("%w: bytes %d x sampling_rate %d exceeds %d", ErrOutOfRange, m.Bytes, rate, uint64(MaxScaled))
+	}
+	if hi, lo := bits.Mul64(m.Packets, rate); hi != 0 || lo > MaxScaled {
+		return fmt.Errorf("%w: packets %d x sampling_rate %d exceeds %d", ErrOutOfRange, m.Packets, rate, uint64(MaxScaled))
 	}
 	for _, f := range [...]struct {
 		name string
@@ -78,12 +156,6 @@ func ValidateFlow(m *pb.FlowMessage, now time.Time) error {
 	}{
 		{"time_flow_start_ns", m.TimeFlowStartNs, math.MaxInt64},
 		{"time_flow_end_ns", m.TimeFlowEndNs, math.MaxInt64},
-		{"sampling_rate", m.SamplingRate, math.MaxUint32},
-		// 2^48 bytes in one sampled flow is already absurd; the bound keeps
-		// flows_5m sums far from overflowing bigint, which would fail the
-		// batch forever.
-		{"bytes", m.Bytes, maxCounter},
-		{"packets", m.Packets, maxCounter},
 	} {
 		if f.v > f.max {
 			return fmt.Errorf("%s %d exceeds %d", f.name, f.v, f.max)
@@ -119,13 +191,6 @@ func ValidateFlow(m *pb.FlowMessage, now time.Time) error {
 	}
 	return nil
 }
-
-const (
-	maxFuture  = 24 * time.Hour
-	maxCounter = 1 << 48
-)
-
-var minTimeNs = uint64(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
 
 func putInt2(b []byte, v int16) []byte {
 	b = binary.BigEndian.AppendUint32(b, 2)
@@ -204,8 +269,8 @@ func ddl() []string {
   src_as bigint NOT NULL,
   dst_as bigint NOT NULL,
   etype integer NOT NULL,
-  bytes bigint NOT NULL,
-  packets bigint NOT NULL,
+  bytes numeric NOT NULL,
+  packets numeric NOT NULL,
   flows bigint NOT NULL,
   PRIMARY KEY (timeslot, src_as, dst_as, etype)
 )`,
@@ -225,6 +290,50 @@ SELECT *, bytes * greatest(sampling_rate, 1) AS bytes_scaled,
        packets * greatest(sampling_rate, 1) AS packets_scaled
 FROM flows`,
 		"COMMENT ON COLUMN flows.bytes IS 'sampled bytes as sent by the exporter; multiply by greatest(sampling_rate, 1), see view flows_scaled'",
-		"COMMENT ON COLUMN flows_5m.bytes IS 'sum of sampled bytes as sent (not scaled by sampling_rate)'",
+		"COMMENT ON TABLE flows_5m IS " + quote(rollupMeaning),
+		"COMMENT ON COLUMN flows_5m.bytes IS 'sum of scaled bytes: bytes * greatest(sampling_rate, 1), as bytes_scaled in flows_scaled'",
+		"COMMENT ON COLUMN flows_5m.packets IS 'sum of scaled packets: packets * greatest(sampling_rate, 1), as packets_scaled in flows_scaled'",
+		"COMMENT ON COLUMN flows_5m.flows IS 'number of flow rows'",
 	}
+}
+
+// rollupMeaning is what flows_5m holds, the same in PostgreSQL and ClickHouse.
+const rollupMeaning = "5-minute rollup of flows per (src_as, dst_as, etype): scaled bytes and packets (x greatest(sampling_rate, 1)) and the flow count"
+
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// migrateRollup converts a flows_5m created before it held scaled sums
+// (bigint columns of sampled bytes and packets) to numeric scaled sums,
+// rebuilt from the rows of flows. It runs inside CreateSchema's
+// transaction, under its advisory lock, so it happens once and atomically;
+// stop inserters of the older version before starting this one.
+func migrateRollup(ctx context.Context, tx pgx.Tx) (bool, error) {
+	var typ string
+	err := tx.QueryRow(ctx, `SELECT data_type FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = 'flows_5m' AND column_name = 'bytes'`).Scan(&typ)
+	if err != nil {
+		return false, fmt.Errorf("read the type of flows_5m.bytes: %w", err)
+	}
+	if typ == "numeric" {
+		return false, nil
+	}
+	for _, stmt := range []string{
+		// Writers wait (flows_5m) or stop adding rows (flows) until the rebuilt
+		// rollup and the rows it was built from are committed together.
+		"LOCK TABLE flows_5m IN ACCESS EXCLUSIVE MODE",
+		"LOCK TABLE flows IN SHARE MODE",
+		"ALTER TABLE flows_5m ALTER COLUMN bytes TYPE numeric, ALTER COLUMN packets TYPE numeric",
+		"DELETE FROM flows_5m",
+		// numeric before multiplying: old rows were not bounded, and must
+		// not make the upgrade fail.
+		`INSERT INTO flows_5m (timeslot, src_as, dst_as, etype, bytes, packets, flows)
+SELECT to_timestamp(floor(extract(epoch FROM time_received) / 300) * 300), src_as, dst_as, etype,
+       sum(bytes::numeric * greatest(sampling_rate, 1)), sum(packets::numeric * greatest(sampling_rate, 1)), count(*)
+FROM flows GROUP BY 1, 2, 3, 4`,
+	} {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			return false, fmt.Errorf("migrate flows_5m to scaled sums (%s): %w", firstLine(stmt), err)
+		}
+	}
+	return true, nil
 }

@@ -8,12 +8,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
+	"math/bits"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -145,31 +149,106 @@ type Result struct {
 	// (their offset is below the stored next offset): a rebalance handed
 	// the partition to this inserter while another still wrote it.
 	SkippedRecords int
+	// Done is how many records of the requested range are now stored (or
+	// were already), counted from its start: on error, a retry can resume
+	// there. It equals the range's length on success.
+	Done int
+}
+
+func (r *Result) add(o Result) {
+	r.Flows += o.Flows
+	r.SkippedRecords += o.SkippedRecords
+	r.Done += o.Done
 }
 
 var copyHeader = []byte("PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00")
 var copyTrailer = []byte{0xff, 0xff}
 
+// maxDaysPerWrite bounds the daily partitions one data transaction
+// touches, so a batch spread over thousands of days (a replay, a router
+// clock far off) does not run out of lock table space and fail forever.
+const maxDaysPerWrite = 64
+
 // Write stores the batch's flows, their rollup and the partition's next
-// offset in one transaction. Records below the stored offset are skipped,
-// so a batch written twice, or by two inserters, lands once. On error
-// nothing is stored and the same batch can be retried.
+// offset. Records below the stored offset are skipped, so a batch written
+// twice, or by two inserters, lands once. It is WriteRecords over all the
+// batch's records.
 func (s *Sink) Write(ctx context.Context, b *Batch) (Result, error) {
-	if len(b.records) == 0 {
-		return Result{}, nil
-	}
-	if err := s.ensurePartitions(ctx, b.Days()); err != nil {
-		return Result{}, err
-	}
-	res, err := s.write(ctx, b)
-	if err != nil {
-		// A partition may have been dropped by retention since we cached it.
-		s.forgetPartitions()
-	}
-	return res, err
+	return s.WriteRecords(ctx, b, 0, len(b.records))
 }
 
-func (s *Sink) write(ctx context.Context, b *Batch) (Result, error) {
+// WriteRecords stores records [lo, hi) of b, which must continue from the
+// stored offset (records before lo stored or skipped). It uses one
+// transaction per run of records touching at most maxDaysPerWrite days
+// (usually one for the whole range); each stores its records' flows and
+// rollup and the offset after them. On error, the transactions before it
+// stay committed (Result.Done says how far) and the range can be retried
+// as is: stored records are skipped.
+func (s *Sink) WriteRecords(ctx context.Context, b *Batch, lo, hi int) (Result, error) {
+	var res Result
+	if lo >= hi {
+		return res, nil
+	}
+	if err := s.ensurePartitions(ctx, b.Days()); err != nil {
+		return res, err
+	}
+	for _, c := range b.splitByDays(lo, hi, maxDaysPerWrite) {
+		r, err := s.write(ctx, b, c[0], c[1], false)
+		if err != nil && IsContentError(err) {
+			// 23514 is also "no partition found for row": retention may have
+			// dropped a partition we still believed in. Recreate and retry
+			// once before calling the content bad.
+			days := b.daysIn(c[0], c[1])
+			s.mu.Lock()
+			for _, d := range days {
+				delete(s.partitions, d.Unix())
+			}
+			s.mu.Unlock()
+			if err = s.ensurePartitions(ctx, days); err == nil {
+				r, err = s.write(ctx, b, c[0], c[1], false)
+			}
+		}
+		if err != nil {
+			if !IsContentError(err) {
+				// A partition may have been dropped by retention since we cached it.
+				s.forgetPartitions()
+			}
+			return res, err
+		}
+		res.add(r)
+	}
+	return res, nil
+}
+
+// SkipRecord stores the offset after record i without storing its flows:
+// the caller rejected it (IsContentError), after copying it elsewhere.
+// Record i must be next: the records before it are stored.
+func (s *Sink) SkipRecord(ctx context.Context, b *Batch, i int) error {
+	_, err := s.write(ctx, b, i, i+1, true)
+	return err
+}
+
+// IsContentError reports whether err is PostgreSQL refusing the data
+// itself (SQLSTATE class 22 data exception, 23 integrity constraint, 54
+// program limit): writing the same rows again fails the same way, so the
+// caller must isolate and reject them. Anything else (connection, 40
+// serialization or deadlock, 53 resources, 55P03 lock timeout, 57 operator
+// intervention) is transient and retried as is.
+func IsContentError(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || len(pe.Code) != 5 {
+		return false
+	}
+	switch pe.Code[:2] {
+	case "22", "23", "54":
+		return true
+	}
+	return false
+}
+
+// write stores records [lo, hi) of b (or, with skip, only the offset after
+// them) in one transaction.
+func (s *Sink) write(ctx context.Context, b *Batch, lo, hi int, skip bool) (Result, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return Result{}, opErr("connect", err)
@@ -198,38 +277,47 @@ RETURNING next_offset, xmax = 0`, s.cfg.Group, b.Topic, b.Partition).Scan(&store
 	if err != nil {
 		return Result{}, opErr("offsets", fmt.Errorf("lock the offset of %s/%d: %w", b.Topic, b.Partition, err))
 	}
-	if !inserted && b.Start > stored {
-		return Result{}, fmt.Errorf("%s/%d: batch starts at offset %d but PostgreSQL stores %d: %w", b.Topic, b.Partition, b.Start, stored, ErrGap)
+	start := b.Start
+	if lo > 0 {
+		start = b.records[lo-1].offset + 1
 	}
-	first, _ := slices.BinarySearchFunc(b.records, stored, func(r record, off int64) int { return cmp.Compare(r.offset, off) })
-	res := Result{SkippedRecords: first}
-	if first == len(b.records) {
+	if !inserted && start > stored {
+		return Result{}, fmt.Errorf("%s/%d: batch starts at offset %d but PostgreSQL stores %d: %w", b.Topic, b.Partition, start, stored, ErrGap)
+	}
+	recs := b.records[lo:hi]
+	first, _ := slices.BinarySearchFunc(recs, stored, func(r record, off int64) int { return cmp.Compare(r.offset, off) })
+	res := Result{SkippedRecords: first, Done: len(recs)}
+	if first == len(recs) {
 		return res, nil // all already stored; rollback releases the lock
 	}
 	if first > 0 {
 		s.logger.Warn("skipping records another inserter already stored", "topic", b.Topic, "partition", b.Partition, "records", first, "stored_next_offset", stored)
-	} else if b.records[0].offset > stored && stored > 0 {
+	} else if lo == 0 && recs[0].offset > stored && stored > 0 {
 		s.logger.Warn("offset gap: records between the stored offset and this batch were not seen, probably deleted by Kafka retention",
-			"topic", b.Topic, "partition", b.Partition, "stored_next_offset", stored, "batch_first_offset", b.records[0].offset)
+			"topic", b.Topic, "partition", b.Partition, "stored_next_offset", stored, "batch_first_offset", recs[0].offset)
 	}
-	rowPos, rollPos := b.records[first].rowPos, b.records[first].rollPos
-	rows := b.rows[rowPos:]
-	if len(rows) > 0 {
+	rowPos, rollPos := recs[first].rowPos, recs[first].rollPos
+	rowEnd, rollEnd := len(b.rows), len(b.rollups)
+	if hi < len(b.records) {
+		rowEnd, rollEnd = b.records[hi].rowPos, b.records[hi].rollPos
+	}
+	if rows := b.rows[rowPos:rowEnd]; len(rows) > 0 && !skip {
 		r := io.MultiReader(bytes.NewReader(copyHeader), bytes.NewReader(rows), bytes.NewReader(copyTrailer))
 		tag, err := tx.Conn().PgConn().CopyFrom(ctx, r, copySQL)
 		if err != nil {
 			return Result{}, opErr("write", fmt.Errorf("COPY into flows: %w", err))
 		}
 		res.Flows = int(tag.RowsAffected())
-		if want := len(b.rollups) - rollPos; res.Flows != want {
+		if want := rollEnd - rollPos; res.Flows != want {
 			return Result{}, opErr("write", fmt.Errorf("COPY stored %d rows, want %d", res.Flows, want))
 		}
-		if err := upsertRollup(ctx, tx, b.rollups[rollPos:]); err != nil {
+		if err := upsertRollup(ctx, tx, b.rollups[rollPos:rollEnd]); err != nil {
 			return Result{}, opErr("write", err)
 		}
 	}
+	next := recs[len(recs)-1].offset + 1
 	if _, err := tx.Exec(ctx, "UPDATE kafka_offsets SET next_offset = $4, updated_at = now() WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
-		s.cfg.Group, b.Topic, b.Partition, b.End); err != nil {
+		s.cfg.Group, b.Topic, b.Partition, next); err != nil {
 		return Result{}, opErr("offsets", fmt.Errorf("store the offset of %s/%d: %w", b.Topic, b.Partition, err))
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -246,12 +334,34 @@ type rollupKey struct {
 	etype        uint32
 }
 
-type rollupSum struct{ bytes, packets, flows uint64 }
+// rollupSum adds scaled counts (each at most 2^50) in 128 bits: a key
+// cannot overflow however many flows a batch holds.
+type rollupSum struct {
+	bytes, packets [2]uint64 // hi, lo
+	flows          int64
+}
+
+func add128(s *[2]uint64, v uint64) {
+	var c uint64
+	s[1], c = bits.Add64(s[1], v, 0)
+	s[0] += c
+}
+
+// numericText is s as decimal text for a numeric parameter.
+func numericText(s [2]uint64) string {
+	if s[0] == 0 {
+		return strconv.FormatUint(s[1], 10)
+	}
+	n := new(big.Int).SetUint64(s[0])
+	n.Lsh(n, 64)
+	return n.Or(n, new(big.Int).SetUint64(s[1])).String()
+}
 
 // upsertRollup adds the batch's flows to flows_5m. The batch is aggregated
 // here (a few hundred keys for tens of thousands of flows) rather than by
 // re-reading the rows. Keys are sorted so concurrent writers lock rollup
-// rows in the same order and cannot deadlock.
+// rows in the same order and cannot deadlock. Sums go as numeric text: the
+// columns are numeric so that no slot can overflow.
 func upsertRollup(ctx context.Context, tx pgx.Tx, rows []rollup) error {
 	agg := make(map[rollupKey]*rollupSum, 256)
 	for i := range rows {
@@ -262,8 +372,8 @@ func upsertRollup(ctx context.Context, tx pgx.Tx, rows []rollup) error {
 			s = &rollupSum{}
 			agg[k] = s
 		}
-		s.bytes += r.bytes
-		s.packets += r.packets
+		add128(&s.bytes, r.bytes)
+		add128(&s.packets, r.packets)
 		s.flows++
 	}
 	keys := make([]rollupKey, 0, len(agg))
@@ -274,16 +384,17 @@ func upsertRollup(ctx context.Context, tx pgx.Tx, rows []rollup) error {
 		return cmp.Or(cmp.Compare(a.slot, b.slot), cmp.Compare(a.srcAS, b.srcAS), cmp.Compare(a.dstAS, b.dstAS), cmp.Compare(a.etype, b.etype))
 	})
 	n := len(keys)
-	slots, src, dst, bytes, packets, flows := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	slots, src, dst, flows := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	bytes, packets := make([]string, n), make([]string, n)
 	etypes := make([]int32, n)
 	for i, k := range keys {
 		s := agg[k]
 		slots[i], src[i], dst[i], etypes[i] = k.slot, int64(k.srcAS), int64(k.dstAS), int32(k.etype)
-		bytes[i], packets[i], flows[i] = int64(s.bytes), int64(s.packets), int64(s.flows)
+		bytes[i], packets[i], flows[i] = numericText(s.bytes), numericText(s.packets), s.flows
 	}
 	_, err := tx.Exec(ctx, `INSERT INTO flows_5m AS r (timeslot, src_as, dst_as, etype, bytes, packets, flows)
 SELECT to_timestamp(u.slot), u.src, u.dst, u.etype, u.bytes, u.packets, u.flows
-FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::integer[], $5::bigint[], $6::bigint[], $7::bigint[])
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::integer[], $5::numeric[], $6::numeric[], $7::bigint[])
   AS u(slot, src, dst, etype, bytes, packets, flows)
 ON CONFLICT (timeslot, src_as, dst_as, etype) DO UPDATE
 SET bytes = r.bytes + EXCLUDED.bytes, packets = r.packets + EXCLUDED.packets, flows = r.flows + EXCLUDED.flows`,

@@ -45,9 +45,9 @@ func testDB(t *testing.T) string {
 func batchOf(t testing.TB, flows []*pb.FlowMessage, first int64) *pgsink.Batch {
 	b := pgsink.NewBatch("flows", 0)
 	b.Start = first
-	now := time.Now()
+	lim := pgsink.NewLimits(time.Now(), 0, 10*time.Minute)
 	for i, m := range flows {
-		if err := pgsink.ValidateFlow(m, now); err != nil {
+		if err := pgsink.ValidateFlow(m, lim); err != nil {
 			t.Fatalf("flow %d: %v", i, err)
 		}
 		b.BeginRecord(first + int64(i))

@@ -22,8 +22,8 @@ var ExampleQueries = []struct{ Title, SQL string }{
 		"SELECT date_trunc('minute', time_received) AS minute, count(*) AS flows, sum(bytes_scaled) * 8 / 60 AS bits_per_s FROM flows_scaled WHERE time_received > now() - interval '10 minutes' GROUP BY 1 ORDER BY 1;"},
 	{"top talkers of the last 5 minutes",
 		"SELECT src_addr, dst_addr, sum(bytes_scaled) AS bytes, count(*) AS flows FROM flows_scaled WHERE time_received > now() - interval '5 minutes' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10;"},
-	{"AS pairs from the 5-minute rollup (sampled bytes)",
-		"SELECT timeslot, src_as, dst_as, sum(flows) AS flows, sum(bytes) AS sampled_bytes FROM flows_5m GROUP BY 1, 2, 3 ORDER BY 1 DESC, 5 DESC LIMIT 10;"},
+	{"AS pairs from the 5-minute rollup (bytes scaled by the sampling rate)",
+		"SELECT timeslot, src_as, dst_as, sum(flows) AS flows, sum(bytes) AS bytes FROM flows_5m GROUP BY 1, 2, 3 ORDER BY 1 DESC, 5 DESC LIMIT 10;"},
 }
 
 // view prints the demo's state, read back from PostgreSQL.
