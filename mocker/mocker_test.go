@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
-	"github.com/spendletonliveaction/flow-pipeline/mocker/goflow2test"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/goflow2test"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
-	"github.com/spendletonliveaction/flow-pipeline/mocker/goflow2test"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/goflow2test"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }

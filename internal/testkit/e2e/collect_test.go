@@ -25,7 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spendletonliveaction/flow-pipeline/inserter"
-	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 
@@ -258,7 +258,7 @@ func httpBody(t *testing.T, url string) string {
 // Pipeline dashboard queries.
 func dashboardMetrics(t *testing.T, prefix string) []string {
 	t.Helper()
-	dashboard, err := os.ReadFile(filepath.Join("..", "..", "grafana", "dashboards", "pipeline.json"))
+	dashboard, err := os.ReadFile(filepath.Join("..", "..", "..", "grafana", "dashboards", "pipeline.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func dashboardMetrics(t *testing.T, prefix string) []string {
 }
 
 func goflow2Binary(t *testing.T) string {
-	path := filepath.Join("..", "..", ".cache", "bin", "goflow2-"+goflow2Version)
+	path := filepath.Join("..", "..", "..", ".cache", "bin", "goflow2-"+goflow2Version)
 	if p := os.Getenv("FLOWPIPELINE_GOFLOW2"); p != "" {
 		path = p
 	}

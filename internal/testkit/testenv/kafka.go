@@ -328,7 +328,7 @@ func (k *Kafka) setup() error {
 	if err != nil {
 		return err
 	}
-	props := fmt.Sprintf(`# Written by internal/testenv: a private single-node test broker.
+	props := fmt.Sprintf(`# Written by internal/testkit/testenv: a private single-node test broker.
 process.roles=broker,controller
 node.id=1
 listeners=PLAINTEXT://127.0.0.1:%[1]d,CONTROLLER://127.0.0.1:%[2]d

@@ -12,7 +12,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
