@@ -19,7 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spendletonliveaction/flow-pipeline/inserter/pgsink"
-	"github.com/spendletonliveaction/flow-pipeline/internal/cli"
+	"github.com/spendletonliveaction/flow-pipeline/internal/kafka"
 )
 
 // Config configures an Inserter. Zero values take the defaults listed.
@@ -27,7 +27,7 @@ type Config struct {
 	Brokers      []string // required
 	Topic        string   // default "flows"
 	Group        string   // default "flow-inserter"
-	KafkaVersion string   // default cli.DefaultKafkaVersion; at least 2.1.0
+	KafkaVersion string   // default kafka.DefaultVersion; at least 2.1.0
 	// DLQTopic, if set, receives a copy of every rejected record, with
 	// headers saying why and where it came from (at least once).
 	DLQTopic string
@@ -65,7 +65,7 @@ func (c *Config) setDefaults() {
 		c.Group = "flow-inserter"
 	}
 	if c.KafkaVersion == "" {
-		c.KafkaVersion = cli.DefaultKafkaVersion
+		c.KafkaVersion = kafka.DefaultVersion
 	}
 	if c.FlushCount == 0 {
 		c.FlushCount = 10000
@@ -169,7 +169,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Inserter,
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("inserter configuration: %w", err)
 	}
-	version, err := cli.ParseKafkaVersion(cfg.KafkaVersion)
+	version, err := kafka.ParseVersion(cfg.KafkaVersion)
 	if err != nil {
 		return nil, err
 	}
@@ -322,9 +322,7 @@ func (in *Inserter) startPostgres(ctx context.Context) error {
 }
 
 func (in *Inserter) saramaConfig() *sarama.Config {
-	sc := sarama.NewConfig()
-	sc.ClientID = "flowpipeline-inserter"
-	sc.Version = in.version
+	sc := kafka.NewConfig("flowpipeline-inserter", in.version)
 	sc.Consumer.Return.Errors = true
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	sc.Consumer.Fetch.Default = 1 << 20

@@ -14,7 +14,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/cli"
+	"github.com/spendletonliveaction/flow-pipeline/internal/kafka"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 
@@ -22,7 +22,7 @@ import (
 type Config struct {
 	Brokers      []string // required, host:port
 	Topic        string   // default "flows"
-	KafkaVersion string   // default cli.DefaultKafkaVersion; at least 2.1.0
+	KafkaVersion string   // default kafka.DefaultVersion; at least 2.1.0
 	// Rate is the target in flows per second; 0 sends as fast as possible.
 	Rate float64
 	// Count is how many flows to have acknowledged before Run returns;
@@ -58,7 +58,7 @@ func (c Config) withDefaults() Config {
 		c.Topic = "flows"
 	}
 	if c.KafkaVersion == "" {
-		c.KafkaVersion = cli.DefaultKafkaVersion
+		c.KafkaVersion = kafka.DefaultVersion
 	}
 	if c.Compression == "" {
 		c.Compression = "none"
@@ -121,11 +121,6 @@ func CheckFlowsPerRecord(n int) error {
 	return nil
 }
 
-var codecs = map[string]sarama.CompressionCodec{
-	"none": sarama.CompressionNone, "gzip": sarama.CompressionGZIP, "snappy": sarama.CompressionSnappy,
-	"lz4": sarama.CompressionLZ4, "zstd": sarama.CompressionZSTD,
-}
-
 // Validate reports every invalid setting (after defaults are applied).
 func (c Config) Validate() error {
 	c = c.withDefaults()
@@ -133,14 +128,14 @@ func (c Config) Validate() error {
 	if len(c.Brokers) == 0 {
 		errs = append(errs, errors.New("no Kafka brokers given: set -kafka.brokers to host:port[,host:port]"))
 	}
-	if _, err := cli.ParseKafkaVersion(c.KafkaVersion); err != nil {
-		errs = append(errs, err)
+	if _, err := kafka.ParseVersion(c.KafkaVersion); err != nil {
+		errs = append(errs, fmt.Errorf("-kafka.version: %w", err))
 	}
 	if math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) || c.Rate < 0 {
 		errs = append(errs, fmt.Errorf("-rate %v: want flows per second >= 0 (0 = as fast as possible)", c.Rate))
 	}
-	if _, ok := codecs[c.Compression]; !ok {
-		errs = append(errs, fmt.Errorf("-kafka.compression %q: want none, gzip, snappy, lz4 or zstd", c.Compression))
+	if _, err := kafka.ParseCompression(c.Compression); err != nil {
+		errs = append(errs, fmt.Errorf("-kafka.compression: %w", err))
 	}
 	if c.ConnectTimeout < 0 || c.ShutdownTimeout < 0 || c.FlushFrequency < 0 {
 		errs = append(errs, errors.New("timeouts and flush frequency must not be negative"))
@@ -174,7 +169,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Mocker, e
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("mocker configuration: %w", err)
 	}
-	version, _ := cli.ParseKafkaVersion(cfg.KafkaVersion)
+	version, _ := kafka.ParseVersion(cfg.KafkaVersion)
 	m := &Mocker{cfg: cfg, version: version, logger: logger}
 	var err error
 	m.metrics, err = newMetrics(reg, func() float64 { return float64(m.inFlight.Load()) })
@@ -206,19 +201,20 @@ func (r *record) Encode() ([]byte, error) { return r.buf, nil }
 func (r *record) Length() int             { return len(r.buf) }
 
 func (m *Mocker) saramaConfig(idempotent bool) *sarama.Config {
-	c := sarama.NewConfig()
-	c.ClientID = m.cfg.ClientID
-	c.Version = m.version
-	c.Net.DialTimeout = 5 * time.Second
-	c.Producer.RequiredAcks = sarama.WaitForAll
-	c.Producer.Return.Successes = true // acks are what -count counts
-	c.Producer.Return.Errors = true
-	c.Producer.Compression = codecs[m.cfg.Compression]
-	c.Producer.MaxMessageBytes = maxMessageBytes // what CheckFlowsPerRecord assumes
-	// Round robin, like goflow2 without -transport.kafka.hashing: flows carry
-	// no ordering that consumers rely on, and every partition gets an equal
-	// share whatever the mix of exporters.
-	c.Producer.Partitioner = sarama.NewRoundRobinPartitioner
+	codec, _ := kafka.ParseCompression(m.cfg.Compression) // checked by Validate
+	c := kafka.NewConfig(m.cfg.ClientID, m.version,
+		kafka.DialTimeout(5*time.Second),
+		kafka.Producer(kafka.ProducerSettings{
+			// The broker drops duplicates of retried batches (when it allows
+			// idempotent producers: see connect).
+			Idempotent:      idempotent,
+			Compression:     codec,
+			MaxMessageBytes: maxMessageBytes, // what CheckFlowsPerRecord assumes
+			// Round robin, like goflow2 without -transport.kafka.hashing:
+			// flows carry no ordering that consumers rely on, and every
+			// partition gets an equal share whatever the mix of exporters.
+			RoundRobin: true,
+		}))
 	c.Producer.Flush.Bytes = m.cfg.FlushBytes
 	c.Producer.Flush.Frequency = m.cfg.FlushFrequency
 	// Measured with BenchmarkProduce: 1024 beat both sarama's 256 and 8192
@@ -233,53 +229,21 @@ func (m *Mocker) saramaConfig(idempotent bool) *sarama.Config {
 	c.Producer.Retry.BackoffFunc = backoff
 	c.Metadata.Retry.Max = 1000
 	c.Metadata.Retry.BackoffFunc = backoff
-	if idempotent {
-		// The broker drops duplicates of retried batches; this requires one
-		// request in flight per broker and acks from all replicas.
-		c.Producer.Idempotent = true
-		c.Net.MaxOpenRequests = 1
-	}
 	return c
 }
 
 // waitForKafka fails fast and clearly when no broker answers or the topic
 // cannot be used, instead of letting the producer retry forever.
 func (m *Mocker) waitForKafka(ctx context.Context) error {
-	c := sarama.NewConfig()
-	c.ClientID = m.cfg.ClientID
-	c.Version = m.version
-	c.Net.DialTimeout = min(m.cfg.ConnectTimeout, 5*time.Second)
-	c.Metadata.Retry.Max = 0
-	brokers := strings.Join(m.cfg.Brokers, ",")
-	deadline := time.Now().Add(m.cfg.ConnectTimeout)
-	for {
-		client, err := sarama.NewClient(m.cfg.Brokers, c)
-		if err == nil {
-			var parts []int32
-			// Asking for the topic's partitions creates it if the broker
-			// auto-creates topics; a new topic needs a moment for a leader.
-			parts, err = client.Partitions(m.cfg.Topic)
-			client.Close()
-			if err == nil && len(parts) > 0 {
-				return nil
-			}
-			if err == nil {
-				err = errors.New("topic has no partitions")
-			}
-			if !time.Now().Before(deadline) {
-				return fmt.Errorf("cannot use topic %q on Kafka at %s after %s — create it or check -kafka.topic: %w",
-					m.cfg.Topic, brokers, m.cfg.ConnectTimeout, err)
-			}
-		} else if !time.Now().Before(deadline) {
-			return fmt.Errorf("cannot reach Kafka at %s within %s — is the broker running? check -kafka.brokers: %w",
-				brokers, m.cfg.ConnectTimeout, err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("stopped while waiting for Kafka at %s: %w", brokers, ctx.Err())
-		case <-time.After(min(500*time.Millisecond, time.Until(deadline)+time.Millisecond)):
-		}
+	base := kafka.NewConfig(m.cfg.ClientID, m.version, kafka.DialTimeout(5*time.Second))
+	err := kafka.WaitForTopic(ctx, m.cfg.Brokers, m.cfg.Topic, base, m.cfg.ConnectTimeout)
+	switch {
+	case errors.Is(err, kafka.ErrUnreachable):
+		return fmt.Errorf("%w (check -kafka.brokers)", err)
+	case errors.Is(err, kafka.ErrTopic):
+		return fmt.Errorf("%w (check -kafka.topic)", err)
 	}
+	return err
 }
 
 func (m *Mocker) connect(ctx context.Context) (sarama.AsyncProducer, error) {

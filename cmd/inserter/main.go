@@ -21,6 +21,7 @@ import (
 
 	"github.com/spendletonliveaction/flow-pipeline/inserter"
 	"github.com/spendletonliveaction/flow-pipeline/internal/cli"
+	"github.com/spendletonliveaction/flow-pipeline/internal/kafka"
 )
 
 func main() {
@@ -51,7 +52,7 @@ func newFlagSet(out io.Writer) (*flag.FlagSet, *flags) {
 	fs.StringVar(&f.brokers, "kafka.brokers", "127.0.0.1:9092", "Kafka brokers, comma-separated")
 	fs.StringVar(&f.topic, "kafka.topic", "flows", "topic of length-delimited FlowMessages to consume")
 	fs.StringVar(&f.group, "kafka.group", "flow-inserter", "consumer group; inserters in one group share the partitions")
-	fs.StringVar(&f.version, "kafka.version", cli.DefaultKafkaVersion, "Kafka protocol version (at least 2.1.0)")
+	fs.StringVar(&f.version, "kafka.version", kafka.DefaultVersion, "Kafka protocol version (at least 2.1.0)")
 	fs.StringVar(&f.dlq, "kafka.dlq", "", "dead-letter topic for undecodable records (empty: count and drop them)")
 	fs.IntVar(&f.flushCount, "flush.count", 10000, "commit a partition's batch at this many flows")
 	fs.DurationVar(&f.flushDur, "flush.dur", time.Second, "commit a partition's batch at most this long after its first record")

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/spendletonliveaction/flow-pipeline/internal/cli"
+	"github.com/spendletonliveaction/flow-pipeline/internal/kafka"
 	"github.com/spendletonliveaction/flow-pipeline/mocker"
 )
 
@@ -33,7 +34,7 @@ func run(args []string, stderr io.Writer) int {
 	cli.SetUsage(fs, "mocker sends realistic synthetic flows to Kafka, like goflow2 -format=bin.")
 	brokers := fs.String("kafka.brokers", "127.0.0.1:9092", "Kafka brokers, comma-separated host:port")
 	topic := fs.String("kafka.topic", "flows", "Kafka topic to produce to")
-	version := fs.String("kafka.version", cli.DefaultKafkaVersion, "Kafka protocol version (at least 2.1.0)")
+	version := fs.String("kafka.version", kafka.DefaultVersion, "Kafka protocol version (at least 2.1.0)")
 	compression := fs.String("kafka.compression", "none", "record compression: none, gzip, snappy, lz4 or zstd")
 	connectTimeout := fs.Duration("kafka.connect-timeout", 10*time.Second, "give up if Kafka and the topic are not usable within this time at start")
 	rate := fs.Float64("rate", 1000, "flows per second; 0 = as fast as possible")

@@ -1,6 +1,7 @@
-// Package cli holds what every flow-pipeline binary shares between its flags
-// and its library: environment variables for flags, the logger, the Kafka
-// version, and the metrics/health HTTP server.
+// Package cli holds the command-line concerns every flow-pipeline binary
+// shares: flags with environment fallbacks, the logger, the metrics/health
+// HTTP server and the health probe. Libraries never import it; Kafka
+// settings live in internal/kafka.
 package cli
 
 import (
@@ -16,15 +17,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
-
-// DefaultKafkaVersion is the protocol version spoken to brokers by default.
-// Kafka 4 rejects requests older than the 2.1 baseline (KIP-896), so never go
-// below sarama.V2_1_0_0.
-const DefaultKafkaVersion = "3.9.0"
 
 // EnvName is the environment variable that sets a flag: "kafka.brokers"
 // becomes KAFKA_BROKERS and "postgres.pass-file" POSTGRES_PASS_FILE.
@@ -84,18 +79,6 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("-log.format %q: want text or json", format)
-}
-
-// ParseKafkaVersion checks a -kafka.version value against the Kafka 4 floor.
-func ParseKafkaVersion(s string) (sarama.KafkaVersion, error) {
-	v, err := sarama.ParseKafkaVersion(s)
-	if err != nil {
-		return v, fmt.Errorf("-kafka.version %q: %w", s, err)
-	}
-	if !v.IsAtLeast(sarama.V2_1_0_0) {
-		return v, fmt.Errorf("-kafka.version %q: must be at least 2.1.0; Kafka 4 brokers reject older protocol versions", s)
-	}
-	return v, nil
 }
 
 // SplitList splits a comma-separated flag value, dropping empty items.

@@ -70,25 +70,6 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
-func TestParseKafkaVersion(t *testing.T) {
-	for _, tc := range []struct {
-		in string
-		ok bool
-	}{
-		{"2.1.0", true},
-		{"3.9.0", true},
-		{"4.1.1", true},
-		{"2.0.0", false}, // below Kafka 4's floor
-		{"0.10.2.0", false},
-		{"banana", false},
-	} {
-		_, err := ParseKafkaVersion(tc.in)
-		if (err == nil) != tc.ok {
-			t.Errorf("ParseKafkaVersion(%q) error = %v, want ok=%v", tc.in, err, tc.ok)
-		}
-	}
-}
-
 func TestNewLogger(t *testing.T) {
 	for _, tc := range []struct {
 		level, format string

@@ -27,7 +27,7 @@ import (
 
 	"github.com/spendletonliveaction/flow-pipeline/inserter"
 	"github.com/spendletonliveaction/flow-pipeline/inserter/pgsink"
-	"github.com/spendletonliveaction/flow-pipeline/internal/cli"
+	"github.com/spendletonliveaction/flow-pipeline/internal/kafka"
 	"github.com/spendletonliveaction/flow-pipeline/internal/pgserver"
 	"github.com/spendletonliveaction/flow-pipeline/mocker"
 )
@@ -361,7 +361,7 @@ func prepareDB(ctx context.Context, dsn string, brokers []string, topic, group s
 	if err := sink.CreateSchema(cctx); err != nil {
 		return 0, 0, fmt.Errorf("create the flow schema in PostgreSQL (%s): %w", dsn, err)
 	}
-	ends, err := topicEnds(brokers, topic)
+	ends, err := topicEnds(cctx, brokers, topic)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -385,31 +385,14 @@ func prepareDB(ctx context.Context, dsn string, brokers []string, topic, group s
 
 // topicEnds returns the next offset of every partition of topic, creating
 // the topic if the broker auto-creates topics.
-func topicEnds(brokers []string, topic string) (map[int32]int64, error) {
-	sc := sarama.NewConfig()
-	sc.ClientID = "flowpipeline-demo"
-	sc.Version, _ = cli.ParseKafkaVersion(cli.DefaultKafkaVersion)
-	sc.Net.DialTimeout = 5 * time.Second
-	sc.Metadata.Retry.Max = 20
-	sc.Metadata.Retry.Backoff = 250 * time.Millisecond
-	client, err := sarama.NewClient(brokers, sc)
+func topicEnds(ctx context.Context, brokers []string, topic string) (map[int32]int64, error) {
+	client, err := kafka.Connect(ctx, brokers, topic,
+		kafka.NewConfig("flowpipeline-demo", sarama.KafkaVersion{}, kafka.DialTimeout(5*time.Second)), 10*time.Second)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach Kafka at %s — is the broker running? check -kafka.brokers: %w", strings.Join(brokers, ","), err)
+		return nil, err
 	}
 	defer client.Close()
-	parts, err := client.Partitions(topic)
-	if err != nil {
-		return nil, fmt.Errorf("cannot use topic %q on Kafka at %s — create it or check -kafka.topic: %w", topic, strings.Join(brokers, ","), err)
-	}
-	ends := make(map[int32]int64, len(parts))
-	for _, p := range parts {
-		off, err := client.GetOffset(topic, p, sarama.OffsetNewest)
-		if err != nil {
-			return nil, fmt.Errorf("read the end offset of %s/%d: %w", topic, p, err)
-		}
-		ends[p] = off
-	}
-	return ends, nil
+	return kafka.EndOffsets(client, topic)
 }
 
 func countRows(ctx context.Context, conn *pgx.Conn) (uint64, error) {

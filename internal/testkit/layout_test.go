@@ -3,9 +3,14 @@ package testkit_test
 import (
 	"bytes"
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -125,6 +130,91 @@ func TestProductionViolationsCanFail(t *testing.T) {
 	} {
 		if got := productionViolations(tc.pkg, tc.imports, tk); len(got) != tc.want {
 			t.Errorf("productionViolations(%s, %q) = %q, want %d violations", tc.pkg, tc.imports, got, tc.want)
+		}
+	}
+}
+
+// saramaNewConfigCalls counts the calls of sarama.NewConfig in a Go file,
+// whatever name the file imports sarama under.
+func saramaNewConfigCalls(fset *token.FileSet, path string, src any) (int, error) {
+	f, err := parser.ParseFile(fset, path, src, parser.SkipObjectResolution)
+	if err != nil {
+		return 0, err
+	}
+	var names []string
+	for _, imp := range f.Imports {
+		if p, _ := strconv.Unquote(imp.Path.Value); p == "github.com/IBM/sarama" {
+			name := "sarama"
+			if imp.Name != nil {
+				name = imp.Name.Name
+			}
+			names = append(names, name)
+		}
+	}
+	n := 0
+	ast.Inspect(f, func(node ast.Node) bool {
+		if sel, ok := node.(*ast.SelectorExpr); ok && sel.Sel.Name == "NewConfig" {
+			if id, ok := sel.X.(*ast.Ident); ok && slices.Contains(names, id.Name) {
+				n++
+			}
+		}
+		return true
+	})
+	return n, nil
+}
+
+// TestSaramaConfiguredInOnePackage: every Kafka client configuration, in
+// production code and tests alike, starts from internal/kafka.NewConfig,
+// so the version floor and shared settings cannot drift between copies.
+func TestSaramaConfiguredInOnePackage(t *testing.T) {
+	pkgs := listPackages(t, "./...")
+	want := modulePath(t, pkgs) + "/internal/kafka"
+	fset := token.NewFileSet()
+	var found []string
+	for _, p := range pkgs {
+		for _, name := range slices.Concat(p.GoFiles, p.TestGoFiles, p.XTestGoFiles) {
+			path := filepath.Join(p.Dir, name)
+			n, err := saramaNewConfigCalls(fset, path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				continue
+			}
+			found = append(found, p.ImportPath)
+			if p.ImportPath != want {
+				t.Errorf("%s calls sarama.NewConfig %d times: build the configuration with internal/kafka.NewConfig (and its options) instead", path, n)
+			}
+		}
+	}
+	for _, p := range pkgs {
+		if p.ImportPath != want {
+			continue
+		}
+		for _, imp := range p.Imports {
+			if strings.HasPrefix(imp, modulePath(t, pkgs)+"/") {
+				t.Errorf("%s imports %s: it must stay at the bottom of the import graph", want, imp)
+			}
+		}
+	}
+	if !slices.Contains(found, want) {
+		t.Errorf("%s no longer calls sarama.NewConfig; update this test if the base configuration moved", want)
+	}
+}
+
+func TestSaramaNewConfigCallsCanFail(t *testing.T) {
+	for _, tc := range []struct {
+		src  string
+		want int
+	}{
+		{`package p; import "github.com/IBM/sarama"; var c = sarama.NewConfig()`, 1},
+		{`package p; import s "github.com/IBM/sarama"; func f() { _ = s.NewConfig(); _ = s.NewConfig() }`, 2},
+		{`package p; import "other/sarama"; var c = sarama.NewConfig()`, 0},
+		{`package p; import "github.com/IBM/sarama"; var s = "sarama.NewConfig()"; var v sarama.KafkaVersion`, 0},
+	} {
+		n, err := saramaNewConfigCalls(token.NewFileSet(), "x.go", tc.src)
+		if err != nil || n != tc.want {
+			t.Errorf("%s: %d calls, %v; want %d", tc.src, n, err, tc.want)
 		}
 	}
 }

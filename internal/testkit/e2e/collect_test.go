@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spendletonliveaction/flow-pipeline/inserter"
+	flowkafka "github.com/spendletonliveaction/flow-pipeline/internal/kafka"
 	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
@@ -401,8 +402,7 @@ func readUDPPayload(t *testing.T, path string) []byte {
 
 func consumeAll(t *testing.T, kafka *testenv.Kafka, topic string, want int) (map[pb.FlowMessage_FlowType]int, uint64) {
 	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = kafka.SaramaVersion()
+	cfg := flowkafka.NewConfig("", kafka.SaramaVersion())
 	consumer, err := sarama.NewConsumer(kafka.Brokers(), cfg)
 	if err != nil {
 		t.Fatal(err)
