@@ -96,30 +96,57 @@ func (c *Config) setDefaults() {
 func (c *Config) validate() error {
 	var errs []error
 	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("no Kafka brokers: set -kafka.brokers"))
+		errs = append(errs, errors.New("Config.Brokers is empty: want Kafka brokers as host:port"))
 	}
 	if c.PostgresDSN == "" {
-		errs = append(errs, errors.New("no PostgreSQL connection: set -postgres.dsn or -postgres.host"))
+		errs = append(errs, errors.New("Config.PostgresDSN is empty: want a PostgreSQL connection string"))
 	}
 	if c.DLQTopic != "" && c.DLQTopic == c.Topic {
-		errs = append(errs, fmt.Errorf("-kafka.dlq %q must differ from -kafka.topic", c.DLQTopic))
+		errs = append(errs, fmt.Errorf("Config.DLQTopic %q must differ from Config.Topic", c.DLQTopic))
 	}
 	if c.Writers < 1 || c.Writers > 32 {
-		errs = append(errs, fmt.Errorf("-postgres.writers %d: want 1 to 32", c.Writers))
+		errs = append(errs, fmt.Errorf("Config.Writers %d: want 1 to 32", c.Writers))
 	}
 	if c.FlushCount < 1 {
-		errs = append(errs, fmt.Errorf("-flush.count %d: must be at least 1", c.FlushCount))
+		errs = append(errs, fmt.Errorf("Config.FlushCount %d: must be at least 1", c.FlushCount))
 	}
 	if c.FlushInterval < 0 || c.Retention < 0 || c.RetryMin < 0 || c.RetryMax < c.RetryMin || c.QueuedBatches < 0 {
-		errs = append(errs, errors.New("durations and counts must not be negative, and RetryMax must be at least RetryMin"))
+		errs = append(errs, errors.New("Config.FlushInterval, Config.Retention, Config.RetryMin and Config.QueuedBatches must not be negative, and Config.RetryMax must be at least Config.RetryMin"))
 	}
 	if c.Retention > 0 && c.Retention < 24*time.Hour {
-		errs = append(errs, fmt.Errorf("-postgres.retention %s: partitions are daily, use at least 1d (or 0 to keep everything)", c.Retention))
+		errs = append(errs, fmt.Errorf("Config.Retention %s: partitions are daily, use at least 1d (or 0 to keep everything)", c.Retention))
+	}
+	if _, err := kafka.ParseVersion(c.KafkaVersion); err != nil {
+		errs = append(errs, fmt.Errorf("Config.KafkaVersion: %w", err))
 	}
 	return errors.Join(errs...)
 }
 
-// ParseRetention reads a -postgres.retention value: a Go duration or a
+// DefaultConfig is the configuration the inserter binary runs with when no
+// flag is given; its flags take their defaults from it. PostgresDSN stays
+// empty: the binary builds it from its PostgreSQL flags. In a Config passed
+// to New, zero fields take these values too, except Brokers (required).
+func DefaultConfig() Config {
+	c := Config{Brokers: []string{"127.0.0.1:9092"}}
+	c.setDefaults()
+	return c
+}
+
+// ErrInvalidConfig is what Validate's errors wrap, and so New's when the
+// configuration is at fault.
+var ErrInvalidConfig = errors.New("invalid inserter configuration")
+
+// Validate reports every invalid setting (after the defaults of zero
+// fields are applied), naming the Config fields at fault.
+func (c Config) Validate() error {
+	c.setDefaults()
+	if err := c.validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return nil
+}
+
+// ParseRetention reads a retention setting: a Go duration or a
 // number of days such as "7d"; "0" or "" keeps everything.
 func ParseRetention(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
@@ -129,13 +156,13 @@ func ParseRetention(s string) (time.Duration, error) {
 	if d, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.Atoi(d)
 		if err != nil || n < 0 {
-			return 0, fmt.Errorf("-postgres.retention %q: want a number of days like 7d, or a duration like 168h", s)
+			return 0, fmt.Errorf("retention %q: want a number of days like 7d, or a duration like 168h", s)
 		}
 		return time.Duration(n) * 24 * time.Hour, nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("-postgres.retention %q: want a number of days like 7d, or a duration like 168h", s)
+		return 0, fmt.Errorf("retention %q: want a number of days like 7d, or a duration like 168h", s)
 	}
 	return d, nil
 }
@@ -165,10 +192,10 @@ type Inserter struct {
 
 // New checks cfg and registers the metrics on reg. It connects to nothing.
 func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Inserter, error) {
-	cfg.setDefaults()
-	if err := cfg.validate(); err != nil {
-		return nil, fmt.Errorf("inserter configuration: %w", err)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
+	cfg.setDefaults()
 	version, err := kafka.ParseVersion(cfg.KafkaVersion)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -14,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -80,6 +82,35 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("-log.format %q: want text or json", format)
 }
+
+// FlagNames rewrites the Config field names a library's error names
+// ("Config.Brokers") into the flags that set them ("-kafka.brokers"), so
+// users read the names they type. fields maps a field name to its flag,
+// leading dash included. The result still unwraps to err, for errors.Is.
+func FlagNames(err error, fields map[string]string) error {
+	if err == nil {
+		return nil
+	}
+	names := make([]string, 0, len(fields))
+	for f := range fields {
+		names = append(names, f)
+	}
+	// Longest first: Config.RetryMax must not become <flag of RetryMin>ax.
+	slices.SortFunc(names, func(a, b string) int { return cmp.Or(len(b)-len(a), strings.Compare(a, b)) })
+	var pairs []string
+	for _, f := range names {
+		pairs = append(pairs, "Config."+f, fields[f])
+	}
+	return &flagError{msg: strings.NewReplacer(pairs...).Replace(err.Error()), err: err}
+}
+
+type flagError struct {
+	msg string
+	err error
+}
+
+func (e *flagError) Error() string { return e.msg }
+func (e *flagError) Unwrap() error { return e.err }
 
 // SplitList splits a comma-separated flag value, dropping empty items.
 func SplitList(s string) []string {

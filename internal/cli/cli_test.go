@@ -2,7 +2,9 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -67,6 +69,22 @@ func TestParseErrors(t *testing.T) {
 	fs, _, _ = newTestFlagSet()
 	if err := Parse(fs, []string{"-flush.count", "1", "stray"}); err == nil || !strings.Contains(err.Error(), "stray") {
 		t.Errorf("stray argument: got %v, want an error naming it", err)
+	}
+}
+
+func TestFlagNames(t *testing.T) {
+	sentinel := errors.New("invalid configuration")
+	err := fmt.Errorf("%w: Config.RetryMax 1s below Config.RetryMin 2s; Config.Brokers is empty; Config.Other stays", sentinel)
+	got := FlagNames(err, map[string]string{"Brokers": "-kafka.brokers", "RetryMin": "-retry.min", "RetryMax": "-retry.max"})
+	want := "invalid configuration: -retry.max 1s below -retry.min 2s; -kafka.brokers is empty; Config.Other stays"
+	if got.Error() != want {
+		t.Errorf("got %q\nwant %q", got, want)
+	}
+	if !errors.Is(got, sentinel) {
+		t.Error("the rewritten error no longer unwraps to the original")
+	}
+	if FlagNames(nil, nil) != nil {
+		t.Error("FlagNames(nil) is not nil")
 	}
 }
 
