@@ -342,7 +342,7 @@ func (in *Inserter) startPostgres(ctx context.Context) error {
 			return ctx.Err()
 		}
 		in.countPGError(err)
-		in.logger.Warn("PostgreSQL is not ready; check -postgres.dsn and that the server runs. Retrying", "error", err, "retry_in", backoff)
+		in.logger.Warn("PostgreSQL is not ready; check the connection settings and that the server runs. Retrying", "error", err, "retry_in", backoff)
 		sleep(ctx, backoff)
 		backoff = min(backoff*2, in.cfg.RetryMax)
 	}
@@ -378,7 +378,7 @@ func (in *Inserter) startKafka(ctx context.Context) error {
 			return ctx.Err()
 		}
 		in.m.kafkaErrors.Inc()
-		in.logger.Warn("Kafka is not reachable; check -kafka.brokers. Retrying", "brokers", in.cfg.Brokers, "error", err, "retry_in", backoff)
+		in.logger.Warn("Kafka is not reachable; check the broker addresses. Retrying", "brokers", in.cfg.Brokers, "error", err, "retry_in", backoff)
 		sleep(ctx, backoff)
 		backoff = min(backoff*2, in.cfg.RetryMax)
 	}
