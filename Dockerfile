@@ -28,11 +28,11 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 FROM scratch AS mocker
 COPY --from=build-mocker /out/mocker /usr/local/bin/mocker
 USER 65532:65532
-EXPOSE 8080
+EXPOSE 8081
 ENTRYPOINT ["/usr/local/bin/mocker"]
 
 FROM scratch AS inserter
 COPY --from=build-inserter /out/inserter /usr/local/bin/inserter
 USER 65532:65532
-EXPOSE 8081
+EXPOSE 8082
 ENTRYPOINT ["/usr/local/bin/inserter"]

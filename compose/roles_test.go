@@ -21,7 +21,7 @@ import (
 
 	"github.com/spendletonliveaction/flow-pipeline/inserter/pgsink"
 	"github.com/spendletonliveaction/flow-pipeline/internal/pgserver"
-	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 

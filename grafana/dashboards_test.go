@@ -22,8 +22,8 @@ import (
 	"go.yaml.in/yaml/v4"
 
 	"github.com/spendletonliveaction/flow-pipeline/inserter/pgsink"
-	"github.com/spendletonliveaction/flow-pipeline/internal/chdb"
-	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/chdb"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 	"github.com/spendletonliveaction/flow-pipeline/mocker"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )

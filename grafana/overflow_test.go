@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/chdb"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/chdb"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spendletonliveaction/flow-pipeline/inserter/flowtest"
 	"github.com/spendletonliveaction/flow-pipeline/inserter/pgsink"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/flowtest"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 

@@ -19,7 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spendletonliveaction/flow-pipeline/inserter/pgsink"
-	"github.com/spendletonliveaction/flow-pipeline/internal/cli"
+	"github.com/spendletonliveaction/flow-pipeline/internal/kafka"
 )
 
 // Config configures an Inserter. Zero values take the defaults listed.
@@ -27,7 +27,7 @@ type Config struct {
 	Brokers      []string // required
 	Topic        string   // default "flows"
 	Group        string   // default DefaultGroup
-	KafkaVersion string   // default cli.DefaultKafkaVersion; at least 2.1.0
+	KafkaVersion string   // default kafka.DefaultVersion; at least 2.1.0
 	// DLQTopic, if set, receives a copy of every rejected record, with
 	// headers saying why and where it came from (at least once).
 	DLQTopic string
@@ -97,7 +97,7 @@ func (c *Config) setDefaults() {
 		c.Group = DefaultGroup
 	}
 	if c.KafkaVersion == "" {
-		c.KafkaVersion = cli.DefaultKafkaVersion
+		c.KafkaVersion = kafka.DefaultVersion
 	}
 	if c.FlushCount == 0 {
 		c.FlushCount = 10000
@@ -137,33 +137,60 @@ func (c *Config) setDefaults() {
 func (c *Config) validate() error {
 	var errs []error
 	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("no Kafka brokers: set -kafka.brokers"))
+		errs = append(errs, errors.New("Config.Brokers is empty: want Kafka brokers as host:port"))
 	}
 	if c.PostgresDSN == "" {
-		errs = append(errs, errors.New("no PostgreSQL connection: set -postgres.dsn or -postgres.host"))
+		errs = append(errs, errors.New("Config.PostgresDSN is empty: want a PostgreSQL connection string"))
 	}
 	if c.DLQTopic != "" && c.DLQTopic == c.Topic {
-		errs = append(errs, fmt.Errorf("-kafka.dlq %q must differ from -kafka.topic", c.DLQTopic))
+		errs = append(errs, fmt.Errorf("Config.DLQTopic %q must differ from Config.Topic", c.DLQTopic))
 	}
 	if c.Writers < 1 || c.Writers > 32 {
-		errs = append(errs, fmt.Errorf("-postgres.writers %d: want 1 to 32", c.Writers))
+		errs = append(errs, fmt.Errorf("Config.Writers %d: want 1 to 32", c.Writers))
 	}
 	if c.FlushCount < 1 {
-		errs = append(errs, fmt.Errorf("-flush.count %d: must be at least 1", c.FlushCount))
+		errs = append(errs, fmt.Errorf("Config.FlushCount %d: must be at least 1", c.FlushCount))
 	}
 	if c.FlushInterval < 0 || c.Retention < 0 || c.MaxFuture < 0 || c.RetryMin < 0 || c.RetryMax < c.RetryMin || c.QueuedBatches < 0 || c.ShutdownTimeout < 0 || c.HealthInterval < 0 {
-		errs = append(errs, errors.New("durations and counts must not be negative, and RetryMax must be at least RetryMin"))
+		errs = append(errs, errors.New("Config.FlushInterval, Config.Retention, Config.MaxFuture, Config.RetryMin, Config.QueuedBatches, Config.ShutdownTimeout and Config.HealthInterval must not be negative, and Config.RetryMax must be at least Config.RetryMin"))
 	}
 	if c.MaxFuture > 366*24*time.Hour {
-		errs = append(errs, fmt.Errorf("-flows.max-future %s: a clock that far ahead is broken; use at most 8784h", c.MaxFuture))
+		errs = append(errs, fmt.Errorf("Config.MaxFuture %s: a clock that far ahead is broken; use at most 8784h", c.MaxFuture))
 	}
 	if c.Retention > 0 && c.Retention < 24*time.Hour {
-		errs = append(errs, fmt.Errorf("-postgres.retention %s: partitions are daily, use at least 1d (or 0 to keep everything)", c.Retention))
+		errs = append(errs, fmt.Errorf("Config.Retention %s: partitions are daily, use at least 1d (or 0 to keep everything)", c.Retention))
+	}
+	if _, err := kafka.ParseVersion(c.KafkaVersion); err != nil {
+		errs = append(errs, fmt.Errorf("Config.KafkaVersion: %w", err))
 	}
 	return errors.Join(errs...)
 }
 
-// ParseRetention reads a -postgres.retention value: a Go duration or a
+// DefaultConfig is the configuration the inserter binary runs with when no
+// flag is given; its flags take their defaults from it. PostgresDSN stays
+// empty: the binary builds it from its PostgreSQL flags. In a Config passed
+// to New, zero fields take these values too, except Brokers (required).
+func DefaultConfig() Config {
+	c := Config{Brokers: []string{"127.0.0.1:9092"}}
+	c.setDefaults()
+	return c
+}
+
+// ErrInvalidConfig is what Validate's errors wrap, and so New's when the
+// configuration is at fault.
+var ErrInvalidConfig = errors.New("invalid inserter configuration")
+
+// Validate reports every invalid setting (after the defaults of zero
+// fields are applied), naming the Config fields at fault.
+func (c Config) Validate() error {
+	c.setDefaults()
+	if err := c.validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return nil
+}
+
+// ParseRetention reads a retention setting: a Go duration or a
 // number of days such as "7d"; "0" or "" keeps everything.
 func ParseRetention(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
@@ -173,13 +200,13 @@ func ParseRetention(s string) (time.Duration, error) {
 	if d, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.Atoi(d)
 		if err != nil || n < 0 {
-			return 0, fmt.Errorf("-postgres.retention %q: want a number of days like 7d, or a duration like 168h", s)
+			return 0, fmt.Errorf("retention %q: want a number of days like 7d, or a duration like 168h", s)
 		}
 		return time.Duration(n) * 24 * time.Hour, nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("-postgres.retention %q: want a number of days like 7d, or a duration like 168h", s)
+		return 0, fmt.Errorf("retention %q: want a number of days like 7d, or a duration like 168h", s)
 	}
 	return d, nil
 }
@@ -210,11 +237,11 @@ type Inserter struct {
 
 // New checks cfg and registers the metrics on reg. It connects to nothing.
 func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Inserter, error) {
-	cfg.setDefaults()
-	if err := cfg.validate(); err != nil {
-		return nil, fmt.Errorf("inserter configuration: %w", err)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	version, err := cli.ParseKafkaVersion(cfg.KafkaVersion)
+	cfg.setDefaults()
+	version, err := kafka.ParseVersion(cfg.KafkaVersion)
 	if err != nil {
 		return nil, err
 	}
@@ -388,7 +415,7 @@ func (in *Inserter) startPostgres(ctx context.Context) error {
 			return ctx.Err()
 		}
 		in.countPGError(err)
-		in.logger.Warn("PostgreSQL is not ready; check -postgres.dsn and that the server runs. Retrying", "error", err, "retry_in", backoff)
+		in.logger.Warn("PostgreSQL is not ready; check the connection settings and that the server runs. Retrying", "error", err, "retry_in", backoff)
 		sleep(ctx, backoff)
 		backoff = min(backoff*2, in.cfg.RetryMax)
 	}
@@ -410,13 +437,13 @@ func (in *Inserter) checkGroups(ctx context.Context) error {
 		return nil
 	}
 	if in.cfg.AllowSharedDB {
-		in.logger.Info("the database holds offsets of other consumer groups for this topic (allowed by -kafka.group.allow-shared-db); each group stores every flow",
+		in.logger.Info("the database holds offsets of other consumer groups for this topic (allowed by Config.AllowSharedDB); each group stores every flow",
 			"topic", in.cfg.Topic, "group", in.cfg.Group, "other_groups", others)
 		return nil
 	}
 	return &fatalError{fmt.Errorf("the database already holds offsets of consumer group(s) %s for topic %q, and this inserter's group is %q: "+
-		"each group stores every flow, so every flow would be stored twice. Use -kafka.group %s to continue where that group stopped, "+
-		"or set -kafka.group.allow-shared-db if a second group on this database is meant",
+		"each group stores every flow, so every flow would be stored twice. Set Config.Group to %s to continue where that group stopped, "+
+		"or set Config.AllowSharedDB if a second group on this database is meant",
 		strings.Join(quoteAll(others), ", "), in.cfg.Topic, in.cfg.Group, others[0])}
 }
 
@@ -489,9 +516,7 @@ func setSaramaLimits() {
 // channelBuffer decoded records; each batch decompresses to at most
 // maxDecompBatch.
 func (in *Inserter) saramaConfig() *sarama.Config {
-	sc := sarama.NewConfig()
-	sc.ClientID = "flowpipeline-inserter"
-	sc.Version = in.version
+	sc := kafka.NewConfig("flowpipeline-inserter", in.version)
 	sc.Consumer.Return.Errors = true
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	sc.Consumer.Fetch.Default = fetchDefault
@@ -527,7 +552,7 @@ func (in *Inserter) startKafka(ctx context.Context) error {
 			return ctx.Err()
 		}
 		in.m.kafkaErrors.Inc()
-		in.logger.Warn("Kafka is not reachable; check -kafka.brokers. Retrying", "brokers", in.cfg.Brokers, "error", err, "retry_in", backoff)
+		in.logger.Warn("Kafka is not reachable; check the broker addresses. Retrying", "brokers", in.cfg.Brokers, "error", err, "retry_in", backoff)
 		sleep(ctx, backoff)
 		backoff = min(backoff*2, in.cfg.RetryMax)
 	}
@@ -539,7 +564,7 @@ func (in *Inserter) startKafka(ctx context.Context) error {
 		p, err := sarama.NewSyncProducerFromClient(in.client)
 		if err != nil {
 			in.client.Close()
-			return fmt.Errorf("create the dead-letter producer for -kafka.dlq %q: %w", in.cfg.DLQTopic, err)
+			return fmt.Errorf("create the dead-letter producer for Config.DLQTopic %q: %w", in.cfg.DLQTopic, err)
 		}
 		in.dlq = p
 	}
@@ -562,7 +587,7 @@ func (in *Inserter) checkDLQTopic(ctx context.Context) error {
 			return nil
 		}
 		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
-			return fmt.Errorf("the dead-letter topic %q (-kafka.dlq) does not exist on %s: create it (kafka-topics.sh --create --topic %s) or leave -kafka.dlq empty",
+			return fmt.Errorf("the dead-letter topic %q (Config.DLQTopic) does not exist on %s: create it (kafka-topics.sh --create --topic %s) or leave Config.DLQTopic empty",
 				in.cfg.DLQTopic, strings.Join(in.cfg.Brokers, ","), in.cfg.DLQTopic)
 		}
 		if ctx.Err() != nil {

@@ -11,8 +11,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/spendletonliveaction/flow-pipeline/inserter/flowtest"
-	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/flowtest"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 )
 
 func kafkaAdmin(t *testing.T, brokers []string) *kadm.Client {

@@ -53,7 +53,7 @@ func newMetrics(reg prometheus.Registerer, inFlight func() float64) (*metrics, e
 		m.failed.WithLabelValues(r) // export zeros so rate() works from the start
 	}
 	inflight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "flowpipeline_mocker_flows_inflight",
+		Name: "flowpipeline_mocker_inflight_flows",
 		Help: "Flows handed to the producer and not yet acknowledged or failed.",
 	}, inFlight)
 	for _, c := range []prometheus.Collector{m.produced, m.bytes, m.resent, m.failed, inflight} {

@@ -14,21 +14,23 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/cli"
+	"github.com/spendletonliveaction/flow-pipeline/internal/kafka"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 
-// Config configures a Mocker. Zero values take the defaults shown.
+// Config configures a Mocker. Start from DefaultConfig; in a Config built
+// from scratch, zero fields take DefaultConfig's values, except Brokers
+// (required) and Rate, Count and Seed, whose zero means what they say.
 type Config struct {
-	Brokers      []string // required, host:port
+	Brokers      []string // required, host:port; default 127.0.0.1:9092
 	Topic        string   // default "flows"
-	KafkaVersion string   // default cli.DefaultKafkaVersion; at least 2.1.0
+	KafkaVersion string   // default kafka.DefaultVersion; at least 2.1.0
 	// Rate is the target in flows per second; 0 sends as fast as possible.
-	Rate float64
+	Rate float64 // default 1000
 	// Count is how many flows to have acknowledged before Run returns;
 	// 0 runs until the context ends.
 	Count uint64
-	Seed  int64 // generator seed: same seed, same flows (except times)
+	Seed  int64 // generator seed: same seed, same flows (except times); default 1
 	// Compression is none, gzip, snappy, lz4 or zstd (default none, like goflow2).
 	Compression string
 	ClientID    string // default "flowpipeline-mocker"
@@ -53,41 +55,49 @@ type Config struct {
 	FlushFrequency time.Duration // default 5ms
 }
 
+// DefaultConfig is the configuration the mocker binary runs with when no
+// flag is given: the flags take their defaults from it.
+func DefaultConfig() Config {
+	return Config{
+		Brokers:          []string{"127.0.0.1:9092"},
+		Topic:            "flows",
+		KafkaVersion:     kafka.DefaultVersion,
+		Rate:             1000,
+		Seed:             1,
+		Compression:      "none",
+		ClientID:         "flowpipeline-mocker",
+		ConnectTimeout:   10 * time.Second,
+		ProgressInterval: 5 * time.Second,
+		ShutdownTimeout:  10 * time.Second,
+		MaxInFlight:      100000,
+		FlowsPerRecord:   1,
+		FlushBytes:       1 << 20,
+		FlushFrequency:   5 * time.Millisecond,
+	}
+}
+
+// withDefaults fills the zero fields that have no meaning of their own.
 func (c Config) withDefaults() Config {
-	if c.Topic == "" {
-		c.Topic = "flows"
-	}
-	if c.KafkaVersion == "" {
-		c.KafkaVersion = cli.DefaultKafkaVersion
-	}
-	if c.Compression == "" {
-		c.Compression = "none"
-	}
-	if c.ClientID == "" {
-		c.ClientID = "flowpipeline-mocker"
-	}
-	if c.ConnectTimeout == 0 {
-		c.ConnectTimeout = 10 * time.Second
-	}
-	if c.ProgressInterval == 0 {
-		c.ProgressInterval = 5 * time.Second
-	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = 10 * time.Second
-	}
-	if c.MaxInFlight == 0 {
-		c.MaxInFlight = 100000
-	}
-	if c.FlushBytes == 0 {
-		c.FlushBytes = 1 << 20
-	}
-	if c.FlushFrequency == 0 {
-		c.FlushFrequency = 5 * time.Millisecond
-	}
-	if c.FlowsPerRecord == 0 {
-		c.FlowsPerRecord = 1
-	}
+	d := DefaultConfig()
+	fill(&c.Topic, d.Topic)
+	fill(&c.KafkaVersion, d.KafkaVersion)
+	fill(&c.Compression, d.Compression)
+	fill(&c.ClientID, d.ClientID)
+	fill(&c.ConnectTimeout, d.ConnectTimeout)
+	fill(&c.ProgressInterval, d.ProgressInterval)
+	fill(&c.ShutdownTimeout, d.ShutdownTimeout)
+	fill(&c.MaxInFlight, d.MaxInFlight)
+	fill(&c.FlushBytes, d.FlushBytes)
+	fill(&c.FlushFrequency, d.FlushFrequency)
+	fill(&c.FlowsPerRecord, d.FlowsPerRecord)
 	return c
+}
+
+func fill[T comparable](field *T, def T) {
+	var zero T
+	if *field == zero {
+		*field = def
+	}
 }
 
 // MaxFlowsPerRecord bounds Config.FlowsPerRecord: records of a few hundred
@@ -111,47 +121,58 @@ const (
 // with this error.
 func CheckFlowsPerRecord(n int) error {
 	if n < 1 || n > MaxFlowsPerRecord {
-		return fmt.Errorf("-flows-per-record %d: want 1 to %d flows per Kafka record (1 = one per record, like goflow2)",
+		return fmt.Errorf("Config.FlowsPerRecord %d: want 1 to %d flows per Kafka record (1 = one per record, like goflow2)",
 			n, MaxFlowsPerRecord)
 	}
 	if size := n*maxFlowBytes + recordOverhead; size > maxMessageBytes {
-		return fmt.Errorf("-flows-per-record %d: records of up to %d bytes exceed the producer's %d-byte message limit",
+		return fmt.Errorf("Config.FlowsPerRecord %d: records of up to %d bytes exceed the producer's %d-byte message limit",
 			n, size, maxMessageBytes)
 	}
 	return nil
 }
 
-var codecs = map[string]sarama.CompressionCodec{
-	"none": sarama.CompressionNone, "gzip": sarama.CompressionGZIP, "snappy": sarama.CompressionSnappy,
-	"lz4": sarama.CompressionLZ4, "zstd": sarama.CompressionZSTD,
-}
+// ErrInvalidConfig is what Validate's errors wrap, and so New's when the
+// configuration is at fault: a command line maps it to its usage exit code.
+var ErrInvalidConfig = errors.New("invalid mocker configuration")
 
-// Validate reports every invalid setting (after defaults are applied).
+// Validate reports every invalid setting (after the defaults of zero
+// fields are applied), naming the Config fields at fault.
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
 	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("no Kafka brokers given: set -kafka.brokers to host:port[,host:port]"))
+		errs = append(errs, errors.New("Config.Brokers is empty: want Kafka brokers as host:port"))
 	}
-	if _, err := cli.ParseKafkaVersion(c.KafkaVersion); err != nil {
-		errs = append(errs, err)
+	if _, err := kafka.ParseVersion(c.KafkaVersion); err != nil {
+		errs = append(errs, fmt.Errorf("Config.KafkaVersion: %w", err))
 	}
 	if math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) || c.Rate < 0 {
-		errs = append(errs, fmt.Errorf("-rate %v: want flows per second >= 0 (0 = as fast as possible)", c.Rate))
+		errs = append(errs, fmt.Errorf("Config.Rate %v: want flows per second >= 0 (0 = as fast as possible)", c.Rate))
 	}
-	if _, ok := codecs[c.Compression]; !ok {
-		errs = append(errs, fmt.Errorf("-kafka.compression %q: want none, gzip, snappy, lz4 or zstd", c.Compression))
+	if _, err := kafka.ParseCompression(c.Compression); err != nil {
+		errs = append(errs, fmt.Errorf("Config.Compression %q: want %s", c.Compression, kafka.CompressionNames))
 	}
-	if c.ConnectTimeout < 0 || c.ShutdownTimeout < 0 || c.FlushFrequency < 0 {
-		errs = append(errs, errors.New("timeouts and flush frequency must not be negative"))
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"ConnectTimeout", c.ConnectTimeout}, {"ShutdownTimeout", c.ShutdownTimeout}, {"FlushFrequency", c.FlushFrequency}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("Config.%s %s: must not be negative", d.field, d.v))
+		}
 	}
-	if c.MaxInFlight < 0 || c.FlushBytes < 0 {
-		errs = append(errs, errors.New("max in-flight flows and flush bytes must not be negative"))
+	if c.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("Config.MaxInFlight %d: must not be negative", c.MaxInFlight))
+	}
+	if c.FlushBytes < 0 {
+		errs = append(errs, fmt.Errorf("Config.FlushBytes %d: must not be negative", c.FlushBytes))
 	}
 	if err := CheckFlowsPerRecord(c.FlowsPerRecord); err != nil {
 		errs = append(errs, err)
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+	}
+	return nil
 }
 
 // Mocker sends generated flows to Kafka. New is inert; Run connects.
@@ -168,13 +189,13 @@ type Mocker struct {
 	inFlight atomic.Int64
 }
 
-// New checks cfg and registers the metrics on reg.
+// New checks cfg (see Validate) and registers the metrics on reg.
 func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Mocker, error) {
-	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("mocker configuration: %w", err)
+		return nil, err
 	}
-	version, _ := cli.ParseKafkaVersion(cfg.KafkaVersion)
+	cfg = cfg.withDefaults()
+	version, _ := kafka.ParseVersion(cfg.KafkaVersion) // checked by Validate
 	m := &Mocker{cfg: cfg, version: version, logger: logger}
 	var err error
 	m.metrics, err = newMetrics(reg, func() float64 { return float64(m.inFlight.Load()) })
@@ -206,19 +227,20 @@ func (r *record) Encode() ([]byte, error) { return r.buf, nil }
 func (r *record) Length() int             { return len(r.buf) }
 
 func (m *Mocker) saramaConfig(idempotent bool) *sarama.Config {
-	c := sarama.NewConfig()
-	c.ClientID = m.cfg.ClientID
-	c.Version = m.version
-	c.Net.DialTimeout = 5 * time.Second
-	c.Producer.RequiredAcks = sarama.WaitForAll
-	c.Producer.Return.Successes = true // acks are what -count counts
-	c.Producer.Return.Errors = true
-	c.Producer.Compression = codecs[m.cfg.Compression]
-	c.Producer.MaxMessageBytes = maxMessageBytes // what CheckFlowsPerRecord assumes
-	// Round robin, like goflow2 without -transport.kafka.hashing: flows carry
-	// no ordering that consumers rely on, and every partition gets an equal
-	// share whatever the mix of exporters.
-	c.Producer.Partitioner = sarama.NewRoundRobinPartitioner
+	codec, _ := kafka.ParseCompression(m.cfg.Compression) // checked by Validate
+	c := kafka.NewConfig(m.cfg.ClientID, m.version,
+		kafka.DialTimeout(5*time.Second),
+		kafka.Producer(kafka.ProducerSettings{
+			// The broker drops duplicates of retried batches (when it allows
+			// idempotent producers: see connect).
+			Idempotent:      idempotent,
+			Compression:     codec,
+			MaxMessageBytes: maxMessageBytes, // what CheckFlowsPerRecord assumes
+			// Round robin, like goflow2 without -transport.kafka.hashing:
+			// flows carry no ordering that consumers rely on, and every
+			// partition gets an equal share whatever the mix of exporters.
+			RoundRobin: true,
+		}))
 	c.Producer.Flush.Bytes = m.cfg.FlushBytes
 	c.Producer.Flush.Frequency = m.cfg.FlushFrequency
 	// Measured with BenchmarkProduce: 1024 beat both sarama's 256 and 8192
@@ -233,53 +255,21 @@ func (m *Mocker) saramaConfig(idempotent bool) *sarama.Config {
 	c.Producer.Retry.BackoffFunc = backoff
 	c.Metadata.Retry.Max = 1000
 	c.Metadata.Retry.BackoffFunc = backoff
-	if idempotent {
-		// The broker drops duplicates of retried batches; this requires one
-		// request in flight per broker and acks from all replicas.
-		c.Producer.Idempotent = true
-		c.Net.MaxOpenRequests = 1
-	}
 	return c
 }
 
 // waitForKafka fails fast and clearly when no broker answers or the topic
 // cannot be used, instead of letting the producer retry forever.
 func (m *Mocker) waitForKafka(ctx context.Context) error {
-	c := sarama.NewConfig()
-	c.ClientID = m.cfg.ClientID
-	c.Version = m.version
-	c.Net.DialTimeout = min(m.cfg.ConnectTimeout, 5*time.Second)
-	c.Metadata.Retry.Max = 0
-	brokers := strings.Join(m.cfg.Brokers, ",")
-	deadline := time.Now().Add(m.cfg.ConnectTimeout)
-	for {
-		client, err := sarama.NewClient(m.cfg.Brokers, c)
-		if err == nil {
-			var parts []int32
-			// Asking for the topic's partitions creates it if the broker
-			// auto-creates topics; a new topic needs a moment for a leader.
-			parts, err = client.Partitions(m.cfg.Topic)
-			client.Close()
-			if err == nil && len(parts) > 0 {
-				return nil
-			}
-			if err == nil {
-				err = errors.New("topic has no partitions")
-			}
-			if !time.Now().Before(deadline) {
-				return fmt.Errorf("cannot use topic %q on Kafka at %s after %s — create it or check -kafka.topic: %w",
-					m.cfg.Topic, brokers, m.cfg.ConnectTimeout, err)
-			}
-		} else if !time.Now().Before(deadline) {
-			return fmt.Errorf("cannot reach Kafka at %s within %s — is the broker running? check -kafka.brokers: %w",
-				brokers, m.cfg.ConnectTimeout, err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("stopped while waiting for Kafka at %s: %w", brokers, ctx.Err())
-		case <-time.After(min(500*time.Millisecond, time.Until(deadline)+time.Millisecond)):
-		}
+	base := kafka.NewConfig(m.cfg.ClientID, m.version, kafka.DialTimeout(5*time.Second))
+	err := kafka.WaitForTopic(ctx, m.cfg.Brokers, m.cfg.Topic, base, m.cfg.ConnectTimeout)
+	switch {
+	case errors.Is(err, kafka.ErrUnreachable):
+		return fmt.Errorf("%w (check Config.Brokers)", err)
+	case errors.Is(err, kafka.ErrTopic):
+		return fmt.Errorf("%w (check Config.Topic)", err)
 	}
+	return err
 }
 
 func (m *Mocker) connect(ctx context.Context) (sarama.AsyncProducer, error) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -17,8 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
-	"github.com/spendletonliveaction/flow-pipeline/mocker/goflow2test"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/goflow2test"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 
@@ -353,6 +354,15 @@ func TestConfigValidate(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("valid config: %v", err)
 	}
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("DefaultConfig: %v", err)
+	}
+	// Zero fields take DefaultConfig's values, except those whose zero means something.
+	filled, def := ok.withDefaults(), DefaultConfig()
+	filled.Rate, filled.Seed = def.Rate, def.Seed
+	if !reflect.DeepEqual(filled, def) {
+		t.Errorf("zero Config with defaults = %+v\nDefaultConfig() = %+v", filled, def)
+	}
 	for _, n := range []int{0, 1, 10, MaxFlowsPerRecord} { // 0 is the default, 1
 		c := ok
 		c.FlowsPerRecord = n
@@ -368,24 +378,24 @@ func TestConfigValidate(t *testing.T) {
 		mod  func(*Config)
 		want string
 	}{
-		{"no brokers", func(c *Config) { c.Brokers = nil }, "no Kafka brokers"},
+		{"no brokers", func(c *Config) { c.Brokers = nil }, "Config.Brokers is empty"},
 		{"old version", func(c *Config) { c.KafkaVersion = "2.0.0" }, "at least 2.1.0"},
-		{"bad version", func(c *Config) { c.KafkaVersion = "banana" }, "-kafka.version"},
-		{"negative rate", func(c *Config) { c.Rate = -1 }, "-rate"},
-		{"bad compression", func(c *Config) { c.Compression = "brotli" }, "-kafka.compression"},
-		{"negative timeout", func(c *Config) { c.ConnectTimeout = -time.Second }, "negative"},
-		{"negative flows per record", func(c *Config) { c.FlowsPerRecord = -1 }, "-flows-per-record -1: want 1 to 1000"},
-		{"too many flows per record", func(c *Config) { c.FlowsPerRecord = MaxFlowsPerRecord + 1 }, "-flows-per-record 1001"},
+		{"bad version", func(c *Config) { c.KafkaVersion = "banana" }, "Config.KafkaVersion"},
+		{"negative rate", func(c *Config) { c.Rate = -1 }, "Config.Rate"},
+		{"bad compression", func(c *Config) { c.Compression = "brotli" }, "Config.Compression"},
+		{"negative timeout", func(c *Config) { c.ConnectTimeout = -time.Second }, "Config.ConnectTimeout -1s: must not be negative"},
+		{"negative flows per record", func(c *Config) { c.FlowsPerRecord = -1 }, "Config.FlowsPerRecord -1: want 1 to 1000"},
+		{"too many flows per record", func(c *Config) { c.FlowsPerRecord = MaxFlowsPerRecord + 1 }, "Config.FlowsPerRecord 1001"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok
 			tc.mod(&c)
 			err := c.Validate()
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("got %v, want an ErrInvalidConfig containing %q", err, tc.want)
 			}
-			if _, err := New(c, testLogger(t), prometheus.NewRegistry()); err == nil {
-				t.Fatal("New accepted an invalid config")
+			if _, err := New(c, testLogger(t), prometheus.NewRegistry()); !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("New accepted an invalid config: %v", err)
 			}
 		})
 	}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetch the Apache Kafka broker jars (see pom.xml) into <repo>/.cache/kafka/libs
-# for the real-broker tests in internal/testenv. Idempotent: does nothing when
+# for the real-broker tests in internal/testkit/testenv. Idempotent: does nothing when
 # the jars of this pom are already there. Needs java and mvn (Maven Central).
 set -euo pipefail
 

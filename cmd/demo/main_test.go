@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/spendletonliveaction/flow-pipeline/internal/pgserver"
-	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 )
 
 var (

@@ -19,9 +19,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/spendletonliveaction/flow-pipeline/inserter/flowtest"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/flowtest"
 	iproc "github.com/spendletonliveaction/flow-pipeline/internal/proc"
-	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 )
 
 // waitExit waits for the binary to exit on its own and returns its exit

@@ -24,58 +24,74 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "inserter:", err)
-		os.Exit(1)
-	}
+	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
+// flagOf maps the inserter.Config fields that errors name to their flags.
+var flagOf = map[string]string{
+	"Brokers":         "-kafka.brokers",
+	"Topic":           "-kafka.topic",
+	"Group":           "-kafka.group",
+	"KafkaVersion":    "-kafka.version",
+	"DLQTopic":        "-kafka.dlq",
+	"FlushCount":      "-flush.count",
+	"FlushInterval":   "-flush.dur",
+	"PostgresDSN":     "-postgres.dsn",
+	"Writers":         "-postgres.writers",
+	"Retention":       "-postgres.retention",
+	"AllowSharedDB":   "-kafka.group.allow-shared-db",
+	"ShutdownTimeout": "-shutdown.timeout",
+	"MaxFuture":       "-flows.max-future",
+}
+
+// flags holds what the command line sets beside the inserter.Config.
 type flags struct {
-	brokers, topic, group, version, dlq     string
-	flushCount                              int
-	flushDur                                time.Duration
+	brokers                                 string
 	host, user, pass, passFile, dbname, dsn string
-	port, writers                           int
+	port                                    int
 	retention                               string
-	maxFuture                               time.Duration
 	metricsAddr, logLevel, logFormat        string
 	probe                                   string
-	allowSharedDB                           bool
-	shutdownTimeout                         time.Duration
 }
 
-func newFlagSet(out io.Writer) (*flag.FlagSet, *flags) {
+// newFlagSet binds the flags to cfg, which holds inserter.DefaultConfig():
+// the flags' defaults are the library's.
+func newFlagSet(out io.Writer, cfg *inserter.Config) (*flag.FlagSet, *flags) {
 	f := &flags{}
 	fs := flag.NewFlagSet("inserter", flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.StringVar(&f.brokers, "kafka.brokers", "127.0.0.1:9092", "Kafka brokers, comma-separated")
-	fs.StringVar(&f.topic, "kafka.topic", "flows", "topic of length-delimited FlowMessages to consume")
-	fs.StringVar(&f.group, "kafka.group", inserter.DefaultGroup, "consumer group; inserters in one group share the partitions")
-	fs.BoolVar(&f.allowSharedDB, "kafka.group.allow-shared-db", false, "start even if the database holds offsets of another group for the topic (each group stores every flow)")
-	fs.StringVar(&f.version, "kafka.version", cli.DefaultKafkaVersion, "Kafka protocol version (at least 2.1.0)")
-	fs.StringVar(&f.dlq, "kafka.dlq", "", "dead-letter topic for rejected records, which must exist (empty: count and drop them)")
-	fs.IntVar(&f.flushCount, "flush.count", 10000, "commit a partition's batch at this many flows")
-	fs.DurationVar(&f.flushDur, "flush.dur", time.Second, "commit a partition's batch at most this long after its first record")
+	fs.StringVar(&f.brokers, "kafka.brokers", strings.Join(cfg.Brokers, ","), "Kafka brokers, comma-separated")
+	fs.StringVar(&cfg.Topic, "kafka.topic", cfg.Topic, "topic of length-delimited FlowMessages to consume")
+	fs.StringVar(&cfg.Group, "kafka.group", cfg.Group, "consumer group; inserters in one group share the partitions")
+	fs.BoolVar(&cfg.AllowSharedDB, "kafka.group.allow-shared-db", cfg.AllowSharedDB, "start even if the database holds offsets of another group for the topic (each group stores every flow)")
+	fs.StringVar(&cfg.KafkaVersion, "kafka.version", cfg.KafkaVersion, "Kafka protocol version (at least 2.1.0)")
+	fs.StringVar(&cfg.DLQTopic, "kafka.dlq", cfg.DLQTopic, "dead-letter topic for rejected records, which must exist (empty: count and drop them)")
+	fs.IntVar(&cfg.FlushCount, "flush.count", cfg.FlushCount, "commit a partition's batch at this many flows")
+	fs.DurationVar(&cfg.FlushInterval, "flush.dur", cfg.FlushInterval, "commit a partition's batch at most this long after its first record")
 	fs.StringVar(&f.host, "postgres.host", "127.0.0.1", "PostgreSQL host (ignored with -postgres.dsn)")
 	fs.IntVar(&f.port, "postgres.port", 5432, "PostgreSQL port")
 	fs.StringVar(&f.user, "postgres.user", "postgres", "PostgreSQL user")
 	fs.StringVar(&f.pass, "postgres.pass", "", "PostgreSQL password; prefer POSTGRES_PASSWORD or -postgres.pass-file, which do not show in ps")
 	fs.StringVar(&f.passFile, "postgres.pass-file", "", "file holding the PostgreSQL password (trailing newline ignored)")
 	fs.StringVar(&f.dbname, "postgres.dbname", "postgres", "PostgreSQL database")
-	fs.StringVar(&f.dsn, "postgres.dsn", "", "PostgreSQL DSN (URL or key=value); takes precedence over -postgres.host/port/user/dbname")
-	fs.IntVar(&f.writers, "postgres.writers", 2, "concurrent COPY connections; a partition always uses the same one")
-	fs.StringVar(&f.retention, "postgres.retention", "0", "drop daily partitions older than this, e.g. 7d or 168h; 0 keeps everything")
-	fs.DurationVar(&f.shutdownTimeout, "shutdown.timeout", 20*time.Second, "on SIGTERM, commit the batches in flight within this time; keep it below the container's stop grace period")
-	fs.DurationVar(&f.maxFuture, "flows.max-future", inserter.DefaultMaxFuture, "reject flows received further ahead of the inserter's clock than this (reason too_new)")
+	fs.StringVar(&f.dsn, "postgres.dsn", cfg.PostgresDSN, "PostgreSQL DSN (URL or key=value); takes precedence over -postgres.host/port/user/dbname")
+	fs.IntVar(&cfg.Writers, "postgres.writers", cfg.Writers, "concurrent COPY connections; a partition always uses the same one")
+	fs.StringVar(&f.retention, "postgres.retention", formatRetention(cfg.Retention), "drop daily partitions older than this, e.g. 7d or 168h; 0 keeps everything")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown.timeout", cfg.ShutdownTimeout, "on SIGTERM, commit the batches in flight within this time; keep it below the container's stop grace period")
+	fs.DurationVar(&cfg.MaxFuture, "flows.max-future", cfg.MaxFuture, "reject flows received further ahead of the inserter's clock than this (reason too_new)")
 	fs.StringVar(&f.metricsAddr, "metrics.addr", ":8082", "address serving /metrics, /healthz and /readyz (empty disables)")
 	fs.StringVar(&f.probe, "probe", "", cli.ProbeFlagUsage)
 	fs.StringVar(&f.logLevel, "loglevel", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log.format", "text", "log format: text or json")
 	cli.SetUsage(fs, "inserter: consume flows from Kafka and store them in PostgreSQL exactly once.")
 	return fs, f
+}
+
+func formatRetention(d time.Duration) string {
+	if d == 0 {
+		return "0"
+	}
+	return d.String()
 }
 
 // password picks the password: the flag, then -postgres.pass-file, then
@@ -127,52 +143,56 @@ func (f *flags) postgresDSN() (string, error) {
 	return u.String(), nil
 }
 
-func run(args []string, stderr io.Writer) error {
-	fs, f := newFlagSet(stderr)
+// run returns the exit code: 0 stopped by a signal, 1 failure, 2 bad flags.
+func run(args []string, stderr io.Writer) int {
+	fail := func(code int, err error) int {
+		fmt.Fprintf(stderr, "inserter: %v\n", cli.FlagNames(err, flagOf))
+		return code
+	}
+	// Flags -> config.
+	cfg := inserter.DefaultConfig()
+	fs, f := newFlagSet(stderr, &cfg)
 	if err := cli.Parse(fs, args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return fail(2, err)
 	}
 	if f.probe != "" {
-		return cli.Probe(f.probe, 3*time.Second)
+		if err := cli.Probe(f.probe, 3*time.Second); err != nil {
+			return fail(1, err)
+		}
+		return 0
 	}
 	logger, err := cli.NewLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
-		return err
+		return fail(2, err)
 	}
-	dsn, err := f.postgresDSN()
-	if err != nil {
-		return err
+	cfg.Brokers = cli.SplitList(f.brokers)
+	if cfg.PostgresDSN, err = f.postgresDSN(); err != nil {
+		return fail(2, err)
 	}
-	retention, err := inserter.ParseRetention(f.retention)
-	if err != nil {
-		return err
+	if cfg.Retention, err = inserter.ParseRetention(f.retention); err != nil {
+		return fail(2, fmt.Errorf("Config.Retention: %w", err))
 	}
+
+	// Config -> library run.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ins, err := inserter.New(inserter.Config{
-		Brokers:       cli.SplitList(f.brokers),
-		Topic:         f.topic,
-		Group:         f.group,
-		AllowSharedDB: f.allowSharedDB,
-		KafkaVersion:  f.version,
-		DLQTopic:      f.dlq,
-		FlushCount:    f.flushCount,
-		FlushInterval: f.flushDur,
-		PostgresDSN:   dsn,
-		Writers:       f.writers,
-		Retention:     retention,
-		// 0 would mean the default; a deliberate 0 is not useful.
-		ShutdownTimeout: f.shutdownTimeout,
-		MaxFuture:       f.maxFuture,
-	}, logger, reg)
-	if err != nil {
-		return err
+	ins, err := inserter.New(cfg, logger, reg)
+	if errors.Is(err, inserter.ErrInvalidConfig) {
+		return fail(2, err)
+	} else if err != nil {
+		return fail(1, err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := cli.ServeMetrics(ctx, f.metricsAddr, reg, ins.Ready, logger); err != nil {
-		return err
+		return fail(1, err)
 	}
-	logger.Info("inserter starting", "brokers", f.brokers, "topic", f.topic, "group", f.group, "flush_count", f.flushCount, "flush_dur", f.flushDur)
-	return ins.Run(ctx)
+	logger.Info("inserter starting", "brokers", f.brokers, "topic", cfg.Topic, "group", cfg.Group, "flush_count", cfg.FlushCount, "flush_dur", cfg.FlushInterval)
+	if err := ins.Run(ctx); err != nil {
+		return fail(1, err)
+	}
+	return 0
 }

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spendletonliveaction/flow-pipeline/inserter/flowtest"
-	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/flowtest"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 	"github.com/spendletonliveaction/flow-pipeline/mocker"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )

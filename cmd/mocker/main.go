@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/spendletonliveaction/flow-pipeline/internal/cli"
+	"github.com/spendletonliveaction/flow-pipeline/internal/kafka"
 	"github.com/spendletonliveaction/flow-pipeline/mocker"
 )
 
@@ -25,92 +27,106 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
-// run returns the exit code: 0 done or stopped by a signal, 1 failure,
-// 2 bad flags.
-func run(args []string, stderr io.Writer) int {
+// flagOf maps the mocker.Config fields that errors name to their flags.
+var flagOf = map[string]string{
+	"Brokers":          "-kafka.brokers",
+	"Topic":            "-kafka.topic",
+	"KafkaVersion":     "-kafka.version",
+	"Compression":      "-kafka.compression",
+	"ConnectTimeout":   "-kafka.connect-timeout",
+	"Rate":             "-rate",
+	"Count":            "-count",
+	"FlowsPerRecord":   "-flows-per-record",
+	"Seed":             "-seed",
+	"ProgressInterval": "-progress.interval",
+	"ShutdownTimeout":  "-shutdown.timeout",
+}
+
+// flags holds what the command line sets beside the mocker.Config.
+type flags struct {
+	brokers                           string
+	level, format, metricsAddr, probe string
+}
+
+// newFlagSet binds the flags to cfg, which holds mocker.DefaultConfig():
+// the flags' defaults are the library's.
+func newFlagSet(stderr io.Writer, cfg *mocker.Config) (*flag.FlagSet, *flags) {
+	f := &flags{}
 	fs := flag.NewFlagSet("mocker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cli.SetUsage(fs, "mocker sends realistic synthetic flows to Kafka, like goflow2 -format=bin.")
-	brokers := fs.String("kafka.brokers", "127.0.0.1:9092", "Kafka brokers, comma-separated host:port")
-	topic := fs.String("kafka.topic", "flows", "Kafka topic to produce to")
-	version := fs.String("kafka.version", cli.DefaultKafkaVersion, "Kafka protocol version (at least 2.1.0)")
-	compression := fs.String("kafka.compression", "none", "record compression: none, gzip, snappy, lz4 or zstd")
-	connectTimeout := fs.Duration("kafka.connect-timeout", 10*time.Second, "give up if Kafka and the topic are not usable within this time at start")
-	rate := fs.Float64("rate", 1000, "flows per second; 0 = as fast as possible")
-	count := fs.Uint64("count", 0, "stop after this many flows are acknowledged by Kafka; 0 = run until stopped")
-	flowsPerRecord := fs.Int("flows-per-record", 1, fmt.Sprintf("length-delimited flows per Kafka record, 1 to %d; 1 = like goflow2, more for load tests (the inserter and ClickHouse read several)", mocker.MaxFlowsPerRecord))
-	seed := fs.Int64("seed", 1, "generator seed (same seed, same flows except times); 0 = seed from the clock")
-	progress := fs.Duration("progress.interval", 5*time.Second, "how often to log progress; 0 = never")
-	level := fs.String("loglevel", "info", "log level: debug, info, warn or error")
-	format := fs.String("log.format", "text", "log format: text or json")
-	shutdownTimeout := fs.Duration("shutdown.timeout", 10*time.Second, "on SIGTERM, flush the in-flight flows within this time; keep it below the container's stop grace period")
-	metricsAddr := fs.String("metrics.addr", ":8081", "serve /metrics, /healthz and /readyz on this address; empty disables")
-	probe := fs.String("probe", "", cli.ProbeFlagUsage)
+	fs.StringVar(&f.brokers, "kafka.brokers", strings.Join(cfg.Brokers, ","), "Kafka brokers, comma-separated host:port")
+	fs.StringVar(&cfg.Topic, "kafka.topic", cfg.Topic, "Kafka topic to produce to")
+	fs.StringVar(&cfg.KafkaVersion, "kafka.version", cfg.KafkaVersion, "Kafka protocol version (at least 2.1.0)")
+	fs.StringVar(&cfg.Compression, "kafka.compression", cfg.Compression, "record compression: "+kafka.CompressionNames)
+	fs.DurationVar(&cfg.ConnectTimeout, "kafka.connect-timeout", cfg.ConnectTimeout, "give up if Kafka and the topic are not usable within this time at start")
+	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "flows per second; 0 = as fast as possible")
+	fs.Uint64Var(&cfg.Count, "count", cfg.Count, "stop after this many flows are acknowledged by Kafka; 0 = run until stopped")
+	fs.IntVar(&cfg.FlowsPerRecord, "flows-per-record", cfg.FlowsPerRecord, fmt.Sprintf("length-delimited flows per Kafka record, 1 to %d; 1 = like goflow2, more for load tests (the inserter and ClickHouse read several)", mocker.MaxFlowsPerRecord))
+	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "generator seed (same seed, same flows except times); 0 = seed from the clock")
+	fs.DurationVar(&cfg.ProgressInterval, "progress.interval", cfg.ProgressInterval, "how often to log progress; 0 = never")
+	fs.StringVar(&f.level, "loglevel", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.format, "log.format", "text", "log format: text or json")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown.timeout", cfg.ShutdownTimeout, "on SIGTERM, flush the in-flight flows within this time; keep it below the container's stop grace period")
+	fs.StringVar(&f.metricsAddr, "metrics.addr", ":8081", "serve /metrics, /healthz and /readyz on this address; empty disables")
+	fs.StringVar(&f.probe, "probe", "", cli.ProbeFlagUsage)
+	return fs, f
+}
+
+// run returns the exit code: 0 done or stopped by a signal, 1 failure,
+// 2 bad flags.
+func run(args []string, stderr io.Writer) int {
+	fail := func(code int, err error) int {
+		fmt.Fprintf(stderr, "mocker: %v\n", cli.FlagNames(err, flagOf))
+		return code
+	}
+	// Flags -> config.
+	cfg := mocker.DefaultConfig()
+	fs, f := newFlagSet(stderr, &cfg)
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		fmt.Fprintf(stderr, "mocker: %v\n", err)
-		return 2
+		return fail(2, err)
 	}
-	if *probe != "" {
-		if err := cli.Probe(*probe, 3*time.Second); err != nil {
-			fmt.Fprintf(stderr, "mocker: %v\n", err)
-			return 1
+	if f.probe != "" {
+		if err := cli.Probe(f.probe, 3*time.Second); err != nil {
+			return fail(1, err)
 		}
 		return 0
 	}
-	logger, err := cli.NewLogger(stderr, *level, *format)
+	logger, err := cli.NewLogger(stderr, f.level, f.format)
 	if err != nil {
-		fmt.Fprintf(stderr, "mocker: %v\n", err)
-		return 2
+		return fail(2, err)
 	}
+	cfg.Brokers = cli.SplitList(f.brokers)
 	// The library reads 0 as its default; on the command line it is a mistake.
-	if err := mocker.CheckFlowsPerRecord(*flowsPerRecord); err != nil {
-		fmt.Fprintf(stderr, "mocker: %v\n", err)
-		return 2
+	if cfg.FlowsPerRecord == 0 {
+		return fail(2, mocker.CheckFlowsPerRecord(0))
 	}
-	if *seed == 0 {
-		*seed = time.Now().UnixNano()
+	if cfg.Seed == 0 {
+		cfg.Seed = time.Now().UnixNano()
 	}
-	interval := *progress
-	if interval == 0 {
-		interval = -1 // the library's "never"
-	}
-	cfg := mocker.Config{
-		Brokers:          cli.SplitList(*brokers),
-		Topic:            *topic,
-		KafkaVersion:     *version,
-		Rate:             *rate,
-		Count:            *count,
-		FlowsPerRecord:   *flowsPerRecord,
-		Seed:             *seed,
-		Compression:      *compression,
-		ConnectTimeout:   *connectTimeout,
-		ProgressInterval: interval,
-		ShutdownTimeout:  *shutdownTimeout,
-	}
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(stderr, "mocker: %v\n", err)
-		return 2
+	if cfg.ProgressInterval == 0 {
+		cfg.ProgressInterval = -1 // the library's "never"
 	}
 
+	// Config -> library run.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m, err := mocker.New(cfg, logger, reg)
-	if err != nil {
-		fmt.Fprintf(stderr, "mocker: %v\n", err)
-		return 1
+	if errors.Is(err, mocker.ErrInvalidConfig) {
+		return fail(2, err)
+	} else if err != nil {
+		return fail(1, err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := cli.ServeMetrics(ctx, *metricsAddr, reg, m.Ready, logger); err != nil {
-		fmt.Fprintf(stderr, "mocker: %v\n", err)
-		return 1
+	if err := cli.ServeMetrics(ctx, f.metricsAddr, reg, m.Ready, logger); err != nil {
+		return fail(1, err)
 	}
 	if err := m.Run(ctx); err != nil {
-		fmt.Fprintf(stderr, "mocker: %v\n", err)
-		return 1
+		return fail(1, err)
 	}
 	return 0
 }

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/chdb"
-	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/chdb"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 	"github.com/spendletonliveaction/flow-pipeline/mocker"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )

@@ -11,7 +11,7 @@ import (
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/chdb"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/chdb"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 

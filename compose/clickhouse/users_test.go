@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/chdb"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/chdb"
 )
 
 // usersFile is compose/clickhouse-users.xml, as far as the test reads it.

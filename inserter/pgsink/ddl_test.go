@@ -13,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/spendletonliveaction/flow-pipeline/inserter/flowtest"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/flowtest"
 	"github.com/spendletonliveaction/flow-pipeline/inserter/pgsink"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )

@@ -1,9 +1,11 @@
-// Package cli holds what every flow-pipeline binary shares between its flags
-// and its library: environment variables for flags, the logger, the Kafka
-// version, and the metrics/health HTTP server.
+// Package cli holds the command-line concerns every flow-pipeline binary
+// shares: flags with environment fallbacks, the logger, the metrics/health
+// HTTP server and the health probe. Libraries never import it; Kafka
+// settings live in internal/kafka.
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -13,18 +15,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
-
-// DefaultKafkaVersion is the protocol version spoken to brokers by default.
-// Kafka 4 rejects requests older than the 2.1 baseline (KIP-896), so never go
-// below sarama.V2_1_0_0.
-const DefaultKafkaVersion = "3.9.0"
 
 // EnvName is the environment variable that sets a flag: "kafka.brokers"
 // becomes KAFKA_BROKERS and "postgres.pass-file" POSTGRES_PASS_FILE.
@@ -86,17 +83,34 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("-log.format %q: want text or json", format)
 }
 
-// ParseKafkaVersion checks a -kafka.version value against the Kafka 4 floor.
-func ParseKafkaVersion(s string) (sarama.KafkaVersion, error) {
-	v, err := sarama.ParseKafkaVersion(s)
-	if err != nil {
-		return v, fmt.Errorf("-kafka.version %q: %w", s, err)
+// FlagNames rewrites the Config field names a library's error names
+// ("Config.Brokers") into the flags that set them ("-kafka.brokers"), so
+// users read the names they type. fields maps a field name to its flag,
+// leading dash included. The result still unwraps to err, for errors.Is.
+func FlagNames(err error, fields map[string]string) error {
+	if err == nil {
+		return nil
 	}
-	if !v.IsAtLeast(sarama.V2_1_0_0) {
-		return v, fmt.Errorf("-kafka.version %q: must be at least 2.1.0; Kafka 4 brokers reject older protocol versions", s)
+	names := make([]string, 0, len(fields))
+	for f := range fields {
+		names = append(names, f)
 	}
-	return v, nil
+	// Longest first: Config.RetryMax must not become <flag of RetryMin>ax.
+	slices.SortFunc(names, func(a, b string) int { return cmp.Or(len(b)-len(a), strings.Compare(a, b)) })
+	var pairs []string
+	for _, f := range names {
+		pairs = append(pairs, "Config."+f, fields[f])
+	}
+	return &flagError{msg: strings.NewReplacer(pairs...).Replace(err.Error()), err: err}
 }
+
+type flagError struct {
+	msg string
+	err error
+}
+
+func (e *flagError) Error() string { return e.msg }
+func (e *flagError) Unwrap() error { return e.err }
 
 // SplitList splits a comma-separated flag value, dropping empty items.
 func SplitList(s string) []string {

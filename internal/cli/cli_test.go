@@ -2,7 +2,9 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -70,22 +72,19 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
-func TestParseKafkaVersion(t *testing.T) {
-	for _, tc := range []struct {
-		in string
-		ok bool
-	}{
-		{"2.1.0", true},
-		{"3.9.0", true},
-		{"4.1.1", true},
-		{"2.0.0", false}, // below Kafka 4's floor
-		{"0.10.2.0", false},
-		{"banana", false},
-	} {
-		_, err := ParseKafkaVersion(tc.in)
-		if (err == nil) != tc.ok {
-			t.Errorf("ParseKafkaVersion(%q) error = %v, want ok=%v", tc.in, err, tc.ok)
-		}
+func TestFlagNames(t *testing.T) {
+	sentinel := errors.New("invalid configuration")
+	err := fmt.Errorf("%w: Config.RetryMax 1s below Config.RetryMin 2s; Config.Brokers is empty; Config.Other stays", sentinel)
+	got := FlagNames(err, map[string]string{"Brokers": "-kafka.brokers", "RetryMin": "-retry.min", "RetryMax": "-retry.max"})
+	want := "invalid configuration: -retry.max 1s below -retry.min 2s; -kafka.brokers is empty; Config.Other stays"
+	if got.Error() != want {
+		t.Errorf("got %q\nwant %q", got, want)
+	}
+	if !errors.Is(got, sentinel) {
+		t.Error("the rewritten error no longer unwraps to the original")
+	}
+	if FlagNames(nil, nil) != nil {
+		t.Error("FlagNames(nil) is not nil")
 	}
 }
 

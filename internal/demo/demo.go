@@ -27,12 +27,15 @@ import (
 
 	"github.com/spendletonliveaction/flow-pipeline/inserter"
 	"github.com/spendletonliveaction/flow-pipeline/inserter/pgsink"
-	"github.com/spendletonliveaction/flow-pipeline/internal/cli"
+	"github.com/spendletonliveaction/flow-pipeline/internal/kafka"
 	"github.com/spendletonliveaction/flow-pipeline/internal/pgserver"
 	"github.com/spendletonliveaction/flow-pipeline/mocker"
 )
 
-// Config configures a demo run. Zero values take the defaults shown.
+// Config configures a demo run. Start from DefaultConfig; in a Config
+// built from scratch, zero fields take DefaultConfig's values, except
+// Brokers, PostgresDSN, PostgresPort, DataDir, Duration and Seed, whose
+// zero means what their comments say.
 type Config struct {
 	// Brokers are real Kafka brokers; empty starts an in-process broker on
 	// 127.0.0.1 with Partitions partitions (default 4).
@@ -43,8 +46,8 @@ type Config struct {
 	// from the machine's binaries, its cluster in DataDir/pgdata, on
 	// PostgresPort (0 = a free port).
 	PostgresDSN  string
-	PostgresPort int
-	DataDir      string // required without PostgresDSN
+	PostgresPort int    // default 55432
+	DataDir      string // required without PostgresDSN; default DefaultDataDir()
 	// Reset deletes the private server's cluster first.
 	Reset bool
 	Rate  float64 // flows per second; default 2000
@@ -63,47 +66,85 @@ type Config struct {
 	Seed int64
 }
 
-func (c *Config) setDefaults() {
-	if c.Topic == "" {
-		c.Topic = "flows"
-	}
-	if c.Partitions == 0 {
-		c.Partitions = 4
-	}
-	if c.Rate == 0 {
-		c.Rate = 2000
-	}
-	if c.Refresh == 0 {
-		c.Refresh = 2 * time.Second
-	}
-	if c.Window == 0 {
-		c.Window = time.Minute
-	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = 15 * time.Second
+// DefaultConfig is the configuration the demo binary runs with when no
+// flag is given: the flags take their defaults from it.
+func DefaultConfig() Config {
+	return Config{
+		Topic:        "flows",
+		Partitions:   4,
+		PostgresPort: 55432,
+		DataDir:      DefaultDataDir(),
+		Rate:         2000,
+		Refresh:      2 * time.Second,
+		Window:       time.Minute,
+		DrainTimeout: 15 * time.Second,
 	}
 }
 
-// Validate reports every invalid setting (after defaults are applied).
+// DefaultDataDir is under the user's cache directory. As root, the server
+// runs as the postgres user, which cannot enter root's 0700 home: use
+// /var/lib instead.
+func DefaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/flow-pipeline/demo"
+	}
+	if dir, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(dir, "flow-pipeline", "demo")
+	}
+	return filepath.Join(os.TempDir(), "flow-pipeline-demo")
+}
+
+// setDefaults fills the zero fields that have no meaning of their own.
+func (c *Config) setDefaults() {
+	d := DefaultConfig()
+	fill(&c.Topic, d.Topic)
+	fill(&c.Partitions, d.Partitions)
+	fill(&c.Rate, d.Rate)
+	fill(&c.Refresh, d.Refresh)
+	fill(&c.Window, d.Window)
+	fill(&c.DrainTimeout, d.DrainTimeout)
+}
+
+func fill[T comparable](field *T, def T) {
+	var zero T
+	if *field == zero {
+		*field = def
+	}
+}
+
+// ErrInvalidConfig is what Validate's errors wrap, and so Run's when the
+// configuration is at fault: a command line maps it to its usage exit code.
+var ErrInvalidConfig = errors.New("invalid demo configuration")
+
+// Validate reports every invalid setting (after the defaults of zero
+// fields are applied), naming the Config fields at fault.
 func (c Config) Validate() error {
 	c.setDefaults()
 	var errs []error
 	if c.PostgresDSN == "" && c.DataDir == "" {
-		errs = append(errs, errors.New("no data directory for the private PostgreSQL server: set -data-dir (or -postgres.dsn)"))
+		errs = append(errs, errors.New("Config.DataDir is empty: the private PostgreSQL server needs a data directory (or set Config.PostgresDSN)"))
 	}
 	if c.Partitions < 1 {
-		errs = append(errs, fmt.Errorf("%d partitions: want at least 1", c.Partitions))
+		errs = append(errs, fmt.Errorf("Config.Partitions %d: want at least 1", c.Partitions))
 	}
 	if c.PostgresPort < 0 || c.PostgresPort > 65535 {
-		errs = append(errs, fmt.Errorf("-postgres.port %d: want 1-65535, or 0 for a free port", c.PostgresPort))
+		errs = append(errs, fmt.Errorf("Config.PostgresPort %d: want 1-65535, or 0 for a free port", c.PostgresPort))
 	}
 	if math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) || c.Rate < 0 {
-		errs = append(errs, fmt.Errorf("-rate %v: want flows per second > 0", c.Rate))
+		errs = append(errs, fmt.Errorf("Config.Rate %v: want flows per second > 0", c.Rate))
 	}
-	if c.Duration < 0 || c.Refresh < 0 || c.Window < 0 || c.DrainTimeout < 0 {
-		errs = append(errs, errors.New("-duration, -refresh, window and drain timeout must not be negative"))
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"Duration", c.Duration}, {"Refresh", c.Refresh}, {"Window", c.Window}, {"DrainTimeout", c.DrainTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("Config.%s %s: must not be negative", d.field, d.v))
+		}
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+	}
+	return nil
 }
 
 // Summary is what a run produced and stored.
@@ -136,10 +177,10 @@ func PGDataDir(dataDir string) string { return filepath.Join(dataDir, "pgdata") 
 // to logger. It returns ErrMismatch (with the summary) when stored differs
 // from produced.
 func Run(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (Summary, error) {
-	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return Summary{}, err
 	}
+	cfg.setDefaults()
 	start := time.Now()
 
 	dsn := cfg.PostgresDSN
@@ -316,7 +357,7 @@ loop:
 		return sum, failure
 	}
 	if sum.Stored != sum.Produced {
-		return sum, fmt.Errorf("%w: produced %d, stored %d (the inserter committed %d); run again with -loglevel info to see why",
+		return sum, fmt.Errorf("%w: produced %d, stored %d (the inserter committed %d); run again with info logging to see why",
 			ErrMismatch, sum.Produced, sum.Stored, sum.Committed)
 	}
 	return sum, nil
@@ -326,26 +367,26 @@ func startPostgres(ctx context.Context, cfg Config, out io.Writer, logger *slog.
 	data := PGDataDir(cfg.DataDir)
 	if cfg.Reset {
 		if pid, ok := runningPostmaster(data); ok {
-			return nil, fmt.Errorf("-reset: a PostgreSQL server (pid %d) is still running on %s, probably another demo: stop it first", pid, data)
+			return nil, fmt.Errorf("Config.Reset: a PostgreSQL server (pid %d) is still running on %s, probably another demo: stop it first", pid, data)
 		}
 		// Only what we made: -data-dir may be a directory holding other things.
 		for _, p := range []string{data, data + ".log"} {
 			if err := os.RemoveAll(p); err != nil {
-				return nil, fmt.Errorf("-reset: remove %s: %w", p, err)
+				return nil, fmt.Errorf("Config.Reset: remove %s: %w", p, err)
 			}
 		}
 		fmt.Fprintf(out, "reset: removed %s\n", data)
 	}
 	srv, err := pgserver.New(pgserver.Options{DataDir: data, Port: cfg.PostgresPort}, logger.With("component", "pgserver"))
 	if errors.Is(err, pgserver.ErrNotFound) {
-		return nil, fmt.Errorf("%w\n  (or use a PostgreSQL server you already have: -postgres.dsn 'postgres://user@host:5432/db')", err)
+		return nil, fmt.Errorf("%w\n  (or use a PostgreSQL server you already have: Config.PostgresDSN 'postgres://user@host:5432/db')", err)
 	}
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(out, "starting PostgreSQL from %s (data in %s)...\n", srv.BinDir(), data)
 	if err := srv.Start(ctx); err != nil {
-		return nil, fmt.Errorf("%w\n(-reset starts from an empty data directory; -postgres.port 0 picks a free port)", err)
+		return nil, fmt.Errorf("%w\n(Config.Reset starts from an empty data directory; Config.PostgresPort 0 picks a free port)", err)
 	}
 	return srv, nil
 }
@@ -364,7 +405,7 @@ func prepareDB(ctx context.Context, dsn string, brokers []string, topic, group s
 	if err := sink.CreateSchema(cctx); err != nil {
 		return 0, 0, fmt.Errorf("create the flow schema in PostgreSQL (%s): %w", dsn, err)
 	}
-	ends, err := topicEnds(brokers, topic)
+	ends, err := topicEnds(cctx, brokers, topic)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -388,31 +429,19 @@ func prepareDB(ctx context.Context, dsn string, brokers []string, topic, group s
 
 // topicEnds returns the next offset of every partition of topic, creating
 // the topic if the broker auto-creates topics.
-func topicEnds(brokers []string, topic string) (map[int32]int64, error) {
-	sc := sarama.NewConfig()
-	sc.ClientID = "flowpipeline-demo"
-	sc.Version, _ = cli.ParseKafkaVersion(cli.DefaultKafkaVersion)
-	sc.Net.DialTimeout = 5 * time.Second
-	sc.Metadata.Retry.Max = 20
-	sc.Metadata.Retry.Backoff = 250 * time.Millisecond
-	client, err := sarama.NewClient(brokers, sc)
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach Kafka at %s — is the broker running? check -kafka.brokers: %w", strings.Join(brokers, ","), err)
+func topicEnds(ctx context.Context, brokers []string, topic string) (map[int32]int64, error) {
+	client, err := kafka.Connect(ctx, brokers, topic,
+		kafka.NewConfig("flowpipeline-demo", sarama.KafkaVersion{}, kafka.DialTimeout(5*time.Second)), 10*time.Second)
+	switch {
+	case errors.Is(err, kafka.ErrUnreachable):
+		return nil, fmt.Errorf("%w (check Config.Brokers)", err)
+	case errors.Is(err, kafka.ErrTopic):
+		return nil, fmt.Errorf("%w (check Config.Topic)", err)
+	case err != nil:
+		return nil, err
 	}
 	defer client.Close()
-	parts, err := client.Partitions(topic)
-	if err != nil {
-		return nil, fmt.Errorf("cannot use topic %q on Kafka at %s — create it or check -kafka.topic: %w", topic, strings.Join(brokers, ","), err)
-	}
-	ends := make(map[int32]int64, len(parts))
-	for _, p := range parts {
-		off, err := client.GetOffset(topic, p, sarama.OffsetNewest)
-		if err != nil {
-			return nil, fmt.Errorf("read the end offset of %s/%d: %w", topic, p, err)
-		}
-		ends[p] = off
-	}
-	return ends, nil
+	return kafka.EndOffsets(client, topic)
 }
 
 func countRows(ctx context.Context, conn *pgx.Conn) (uint64, error) {

@@ -3,9 +3,11 @@ package demo
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spendletonliveaction/flow-pipeline/internal/pgserver"
-	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 	"github.com/spendletonliveaction/flow-pipeline/mocker"
 )
 
@@ -139,9 +141,17 @@ func TestValidate(t *testing.T) {
 		{DataDir: "x", Duration: -time.Second}, // bad duration
 		{DataDir: "x", Partitions: -1},         // bad partitions
 	} {
-		if err := c.Validate(); err == nil {
-			t.Errorf("Validate(%+v): want an error", c)
+		if err := c.Validate(); err == nil || !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "Config.") {
+			t.Errorf("Validate(%+v) = %v: want an ErrInvalidConfig naming the field", c, err)
 		}
+	}
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Errorf("DefaultConfig: %v", err)
+	}
+	filled := Config{DataDir: DefaultDataDir(), PostgresPort: 55432}
+	filled.setDefaults()
+	if !reflect.DeepEqual(filled, DefaultConfig()) {
+		t.Errorf("zero Config with defaults = %+v\nDefaultConfig() = %+v", filled, DefaultConfig())
 	}
 	if err := (Config{DataDir: "x"}).Validate(); err != nil {
 		t.Errorf("defaults: %v", err)

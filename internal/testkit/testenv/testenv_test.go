@@ -12,7 +12,8 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/internal/kafka"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -141,12 +142,9 @@ func TestSharedKafka(t *testing.T) {
 // resumed from the wrong offset would see older tags.
 func exchange(t *testing.T, brokers []string, v sarama.KafkaVersion, topic, group, tag string, n int) {
 	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = v
-	cfg.Producer.Return.Successes = true
-	cfg.Producer.RequiredAcks = sarama.WaitForAll
-	cfg.Producer.Partitioner = sarama.NewRoundRobinPartitioner
-	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+	cfg := kafka.NewConfig("", v,
+		kafka.Producer(kafka.ProducerSettings{RoundRobin: true}),
+		kafka.Consumer(sarama.OffsetOldest))
 
 	producer, err := sarama.NewSyncProducer(brokers, cfg)
 	if err != nil {
@@ -172,6 +170,11 @@ func exchange(t *testing.T, brokers []string, v sarama.KafkaVersion, topic, grou
 		t.Fatalf("sarama consumer group: %v", err)
 	}
 	defer cg.Close()
+	go func() { // kafka.Consumer returns errors on this channel: drain it
+		for err := range cg.Errors() {
+			t.Logf("consumer group error (sarama retries): %v", err)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	h := &collector{want: n, got: map[string]bool{}, partitions: map[int32]int{}, done: cancel}

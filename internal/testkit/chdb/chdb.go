@@ -22,7 +22,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 )
 
 //go:embed chdb_server.py

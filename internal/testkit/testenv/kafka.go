@@ -20,6 +20,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/spendletonliveaction/flow-pipeline/internal/kafka"
 	"github.com/spendletonliveaction/flow-pipeline/internal/proc"
 )
 
@@ -158,9 +159,7 @@ func (k *Kafka) Kill() error {
 // partition has a leader, so producing right after does not fail.
 func (k *Kafka) CreateTopic(t testing.TB, name string, partitions int32) {
 	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.ClientID = "flowpipeline-testenv"
-	cfg.Version = k.SaramaVersion()
+	cfg := kafka.NewConfig("flowpipeline-testenv", k.SaramaVersion())
 	admin, err := sarama.NewClusterAdmin(k.Brokers(), cfg)
 	if err != nil {
 		t.Fatalf("create topic %q: connect to %s: %v", name, k.Name(), err)
@@ -211,9 +210,7 @@ func (k *Kafka) close() {
 // leader whose replica manager still answers NOT_LEADER_OR_FOLLOWER, so
 // producing right then fails. A ListOffsets per partition catches both.
 func kafkaReady(addr string, v sarama.KafkaVersion, topics ...string) (map[string]int, error) {
-	cfg := sarama.NewConfig()
-	cfg.Version = v
-	cfg.Net.DialTimeout = time.Second
+	cfg := kafka.NewConfig("flowpipeline-testenv", v, kafka.DialTimeout(time.Second))
 	cfg.Net.ReadTimeout = 2 * time.Second
 	b := sarama.NewBroker(addr)
 	if err := b.Open(cfg); err != nil {
@@ -328,7 +325,7 @@ func (k *Kafka) setup() error {
 	if err != nil {
 		return err
 	}
-	props := fmt.Sprintf(`# Written by internal/testenv: a private single-node test broker.
+	props := fmt.Sprintf(`# Written by internal/testkit/testenv: a private single-node test broker.
 process.roles=broker,controller
 node.id=1
 listeners=PLAINTEXT://127.0.0.1:%[1]d,CONTROLLER://127.0.0.1:%[2]d

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/chdb"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/chdb"
 )
 
 func TestSplitStatements(t *testing.T) {

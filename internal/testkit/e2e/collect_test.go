@@ -25,7 +25,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spendletonliveaction/flow-pipeline/inserter"
-	"github.com/spendletonliveaction/flow-pipeline/internal/testenv"
+	flowkafka "github.com/spendletonliveaction/flow-pipeline/internal/kafka"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 
@@ -258,7 +259,7 @@ func httpBody(t *testing.T, url string) string {
 // Pipeline dashboard queries.
 func dashboardMetrics(t *testing.T, prefix string) []string {
 	t.Helper()
-	dashboard, err := os.ReadFile(filepath.Join("..", "..", "grafana", "dashboards", "pipeline.json"))
+	dashboard, err := os.ReadFile(filepath.Join("..", "..", "..", "grafana", "dashboards", "pipeline.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +273,7 @@ func dashboardMetrics(t *testing.T, prefix string) []string {
 }
 
 func goflow2Binary(t *testing.T) string {
-	path := filepath.Join("..", "..", ".cache", "bin", "goflow2-"+goflow2Version)
+	path := filepath.Join("..", "..", "..", ".cache", "bin", "goflow2-"+goflow2Version)
 	if p := os.Getenv("FLOWPIPELINE_GOFLOW2"); p != "" {
 		path = p
 	}
@@ -401,8 +402,7 @@ func readUDPPayload(t *testing.T, path string) []byte {
 
 func consumeAll(t *testing.T, kafka *testenv.Kafka, topic string, want int) (map[pb.FlowMessage_FlowType]int, uint64) {
 	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = kafka.SaramaVersion()
+	cfg := flowkafka.NewConfig("", kafka.SaramaVersion())
 	consumer, err := sarama.NewConsumer(kafka.Brokers(), cfg)
 	if err != nil {
 		t.Fatal(err)
