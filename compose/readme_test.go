@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // The README and the pages of docs/ are what users run first: every file,
@@ -134,20 +135,35 @@ func TestREADMEFilesExist(t *testing.T) {
 var linkRe = regexp.MustCompile(`\]\(([^)#\s]*)(#[^)\s]*)?\)`)
 
 // TestREADMELinks: every relative link of the README and docs/ points to a
-// file that exists, the README names every page of docs/ (its map of the
-// docs), and its first screen keeps the commands that run, demo and test
-// the project; `make test` is what CI runs.
+// file that exists, and every #anchor to a heading of that page; the README
+// names every page of docs/ (its map of the docs) and keeps the commands
+// that run, demo and test the project (`make test` is what CI runs).
 func TestREADMELinks(t *testing.T) {
 	all := docs(t)
+	byPath := map[string]doc{}
+	for _, d := range all {
+		byPath[d.path] = d
+	}
 	for _, d := range all {
 		for _, m := range linkRe.FindAllStringSubmatch(d.text, -1) {
-			target := m[1]
-			if target == "" || strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+			target, anchor := m[1], strings.TrimPrefix(m[2], "#")
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
 				continue
 			}
-			path := filepath.Join(repoRoot(t), filepath.Dir(filepath.FromSlash(d.path)), filepath.FromSlash(target))
-			if _, err := os.Stat(path); err != nil {
-				t.Errorf("%s links to %s, which does not exist", d.path, target)
+			linked := d
+			if target != "" {
+				rel := filepath.ToSlash(filepath.Join(filepath.Dir(d.path), target))
+				if _, err := os.Stat(filepath.Join(repoRoot(t), filepath.FromSlash(rel))); err != nil {
+					t.Errorf("%s links to %s, which does not exist", d.path, target)
+					continue
+				}
+				var ok bool
+				if linked, ok = byPath[rel]; !ok {
+					continue // not a page: no headings to check
+				}
+			}
+			if anchor != "" && !slices.Contains(anchors(linked.text), anchor) {
+				t.Errorf("%s links to %s#%s, which has no such heading", d.path, linked.path, anchor)
 			}
 		}
 	}
@@ -162,4 +178,31 @@ func TestREADMELinks(t *testing.T) {
 			t.Errorf("README.md no longer says %q", cmd)
 		}
 	}
+}
+
+// anchors returns the GitHub anchors of a page's headings: lower case,
+// punctuation dropped, spaces turned into hyphens.
+func anchors(text string) []string {
+	var out []string
+	fence := false
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "```") {
+			fence = !fence
+		}
+		if fence || !strings.HasPrefix(line, "#") {
+			continue
+		}
+		title := strings.TrimSpace(strings.TrimLeft(line, "#"))
+		var b strings.Builder
+		for _, r := range strings.ToLower(title) {
+			switch {
+			case r == ' ':
+				b.WriteRune('-')
+			case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsNumber(r):
+				b.WriteRune(r)
+			}
+		}
+		out = append(out, b.String())
+	}
+	return out
 }
