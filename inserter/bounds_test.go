@@ -10,8 +10,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/flowtest"
 	"github.com/spendletonliveaction/flow-pipeline/inserter/pgsink"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/flowtest"
 	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )

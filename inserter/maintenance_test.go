@@ -9,8 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/flowtest"
 	"github.com/spendletonliveaction/flow-pipeline/inserter/pgsink"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/flowtest"
 	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )

@@ -19,8 +19,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/flowtest"
 	iproc "github.com/spendletonliveaction/flow-pipeline/internal/proc"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/flowtest"
 	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 )
 

@@ -25,9 +25,9 @@ func flowWith(src, dst string) *pb.FlowMessage {
 	}
 }
 
-// TestAddresses: both families read back as written through the README's
-// display expression; IPv4 is stored IPv4-mapped (the original stored
-// 192.168.1.1 so that it showed as 101:a8c0::).
+// TestAddresses: both families read back as written through the display
+// expression of docs/clickhouse.md; IPv4 is stored IPv4-mapped (the
+// original stored 192.168.1.1 so that it showed as 101:a8c0::).
 func TestAddresses(t *testing.T) {
 	s := schemaDB(t, true)
 	addrs := []string{"192.0.2.1", "10.0.0.1", "255.255.255.255", "0.0.0.0", "192.168.1.1", "2001:db8::1", "::1", "fe80::1:2:3:4"}

@@ -141,8 +141,8 @@ func insert(t testing.TB, s *chdb.Session, msgs []*pb.FlowMessage) {
 }
 
 // Test data: the mocker's flows at fixed times, so that results (and the
-// README's outputs) are reproducible. The span crosses midnight UTC, so
-// rows land in two Date partitions.
+// outputs in docs/clickhouse.md) are reproducible. The span crosses midnight
+// UTC, so rows land in two Date partitions.
 const (
 	mockSeed  = 1
 	mockFlows = 20000
@@ -166,7 +166,7 @@ func mockMessages(seed int64, n int, start time.Time, span time.Duration) []*pb.
 
 func scale(m *pb.FlowMessage) uint64 { return max(m.SamplingRate, 1) }
 
-// showAddr is what the README's display expression must return.
+// showAddr is what docs/clickhouse.md's display expression must return.
 func showAddr(b []byte) string {
 	a, ok := netip.AddrFromSlice(b)
 	if !ok {

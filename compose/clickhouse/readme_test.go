@@ -8,14 +8,16 @@ import (
 	"testing"
 )
 
-// The README's ClickHouse section is tested: each ```sql block runs on the
-// schema loaded with the mocker's flows (seed mockSeed), and a ```text block
-// right after it must be that query's output, so the README shows real
-// output. To regenerate the outputs after a schema or mocker change:
+// docs/clickhouse.md is tested: each ```sql block of its "# ClickHouse"
+// section (the whole page) runs on the schema loaded with the mocker's flows
+// (seed mockSeed), and a ```text block right after it must be that query's
+// output, so the page shows real output. To regenerate the outputs after a
+// schema or mocker change:
 //
 //	FLOWPIPELINE_README_UPDATE=1 go test ./compose/clickhouse -run TestREADME
 //
-// FLOWPIPELINE_README=path reads (and updates) another file than README.md.
+// FLOWPIPELINE_README=path reads (and updates) another file than
+// docs/clickhouse.md.
 const readmeFormat = "PrettyCompactMonoBlock"
 
 var readmeHeading = regexp.MustCompile(`^(#{1,6})\s+ClickHouse\s*$`)
@@ -69,7 +71,7 @@ func readmeBlocks(t *testing.T, lines []string, from, to int) []readmeBlock {
 		for ; j < to && strings.TrimSpace(lines[j]) != "```"; j++ {
 		}
 		if j >= to {
-			t.Fatalf("README line %d: unterminated ```sql block", i+1)
+			t.Fatalf("line %d: unterminated ```sql block", i+1)
 		}
 		b.sql, b.end = strings.Join(lines[i+1:j], "\n"), j
 		k := j + 1
@@ -81,7 +83,7 @@ func readmeBlocks(t *testing.T, lines []string, from, to int) []readmeBlock {
 			for ; e < to && strings.TrimSpace(lines[e]) != "```"; e++ {
 			}
 			if e >= to {
-				t.Fatalf("README line %d: unterminated ```text block", k+1)
+				t.Fatalf("line %d: unterminated ```text block", k+1)
 			}
 			start := k
 			b.output, b.outEnd, b.text = &start, e, strings.Join(lines[k+1:e], "\n")
@@ -118,7 +120,7 @@ func readmeText(t *testing.T) string {
 func TestREADMEQueries(t *testing.T) {
 	path := os.Getenv("FLOWPIPELINE_README")
 	if path == "" {
-		path = filepath.Join(repoRoot(t), "README.md")
+		path = filepath.Join(repoRoot(t), "docs", "clickhouse.md")
 	}
 	content, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
@@ -127,7 +129,7 @@ func TestREADMEQueries(t *testing.T) {
 	lines := strings.Split(string(content), "\n")
 	from, to := readmeSection(lines)
 	if from < 0 {
-		t.Fatalf("%s has no \"## ClickHouse\" section, so its queries cannot be checked", path)
+		t.Fatalf("%s has no \"# ClickHouse\" section, so its queries cannot be checked", path)
 	}
 	blocks := readmeBlocks(t, lines, from, to)
 	if len(blocks) == 0 {
@@ -150,7 +152,7 @@ func TestREADMEQueries(t *testing.T) {
 	for _, b := range blocks {
 		out, err := s.Run(b.sql, readmeFormat)
 		if err != nil {
-			t.Errorf("README query at line %d fails: %v", b.start+1, err)
+			t.Errorf("%s: query at line %d fails: %v", path, b.start+1, err)
 			continue
 		}
 		got := normalize(out)
@@ -168,9 +170,9 @@ func TestREADMEQueries(t *testing.T) {
 		}
 		switch {
 		case b.output == nil && got != "":
-			t.Errorf("README query at line %d has no ```text block with its output; it outputs:\n%s", b.start+1, got)
+			t.Errorf("%s: query at line %d has no ```text block with its output; it outputs:\n%s", path, b.start+1, got)
 		case b.output != nil && normalize(b.text) != got:
-			t.Errorf("README output at line %d is not what the query at line %d outputs now:\n%s\n(regenerate with FLOWPIPELINE_README_UPDATE=1)", *b.output+1, b.start+1, got)
+			t.Errorf("%s: output at line %d is not what the query at line %d outputs now:\n%s\n(regenerate with FLOWPIPELINE_README_UPDATE=1)", path, *b.output+1, b.start+1, got)
 		}
 	}
 	if update && !t.Failed() {
@@ -180,5 +182,5 @@ func TestREADMEQueries(t *testing.T) {
 		}
 		t.Logf("rewrote the outputs of %d queries in %s", len(blocks), path)
 	}
-	t.Logf("%d README queries checked", len(blocks))
+	t.Logf("%d queries of %s checked", len(blocks), path)
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/flowtest"
 	"github.com/spendletonliveaction/flow-pipeline/inserter/pgsink"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/flowtest"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 
