@@ -121,6 +121,9 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 	// Rejected records of the current batch, sent to the dead-letter topic
 	// before the batch (and so its offset) reaches the writer.
 	var letters []deadLetter
+	// letterBytes and the batch's RawBytes count the record bytes the claim
+	// holds: large records close the batch early, so memory stays bounded
+	// whatever their size.
 	letterBytes := 0
 	b := in.getBatch(topic, part)
 	b.Start = claim.InitialOffset()
@@ -197,17 +200,18 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 			if dropped || state.restart.Load() {
 				return nil
 			}
-			if _, err := dec.Decode(msg.Value, msg.Offset, b); err != nil {
+			if n, err := dec.Decode(msg.Value, msg.Offset, b); err != nil {
 				if l, keep := in.reject(msg, err); keep {
 					letters = append(letters, l)
 					letterBytes += len(msg.Value) + len(msg.Key)
 				}
+			} else if n > 0 {
+				b.SetRaw(msg.Key, msg.Value) // for the dead-letter topic if PostgreSQL refuses it
 			}
-			b.SetSource(msg) // for the dead-letter topic if PostgreSQL refuses it
 			if b.Records() == 1 {
 				timer.Reset(in.cfg.FlushInterval)
 			}
-			if b.Flows() >= in.cfg.FlushCount || b.Records() >= maxRecords || letterBytes >= maxLetterBytes {
+			if b.Flows() >= in.cfg.FlushCount || b.Records() >= maxRecords || letterBytes+b.RawBytes() >= maxHeldBytes {
 				timer.Stop()
 				queue(false)
 			}
@@ -234,7 +238,7 @@ func (in *Inserter) reject(msg *sarama.ConsumerMessage, err error) (l deadLetter
 	if in.cfg.DLQTopic == "" {
 		return deadLetter{}, false
 	}
-	return deadLetter{msg: msg, reason: reason, err: err}, true
+	return deadLetter{msg: detach(msg), reason: reason, err: err}, true
 }
 
 // rateLog logs at most one line per key per interval, with the number of

@@ -1,6 +1,7 @@
 package inserter
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,9 +19,10 @@ type deadLetter struct {
 	err    error
 }
 
-// maxLetterBytes bounds the rejected record values a claim holds before it
-// queues its batch (and so sends them): junk records can be large.
-const maxLetterBytes = 8 << 20
+// maxHeldBytes bounds the record bytes a claim's batch holds (rejected
+// records waiting for the dead-letter topic, sources of its flows) before
+// it is queued: records can be large.
+const maxHeldBytes = 8 << 20
 
 // sendDeadLetters copies letters to the dead-letter topic, if one is set,
 // and returns once every copy is acknowledged, retrying with backoff;
@@ -132,4 +134,12 @@ func (in *Inserter) deadLetterMessage(l deadLetter) *sarama.ProducerMessage {
 			{Key: []byte("source_offset"), Value: []byte(strconv.FormatInt(msg.Offset, 10))},
 		},
 	}
+}
+
+// detach copies what a dead letter needs of msg. The consumer's key and
+// value point into the whole decompressed batch they came from, which
+// would otherwise stay in memory while the letter waits for its batch.
+func detach(msg *sarama.ConsumerMessage) *sarama.ConsumerMessage {
+	return &sarama.ConsumerMessage{Topic: msg.Topic, Partition: msg.Partition, Offset: msg.Offset,
+		Key: bytes.Clone(msg.Key), Value: bytes.Clone(msg.Value)}
 }

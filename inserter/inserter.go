@@ -732,10 +732,8 @@ func (in *Inserter) storeRange(ctx context.Context, b *pgsink.Batch, lo, hi int)
 // copied to the dead-letter topic first (at least once), then its offset
 // is stored so the partition moves on.
 func (in *Inserter) rejectWritten(ctx context.Context, b *pgsink.Batch, i int, cause error) error {
-	msg, _ := b.Source(i).(*sarama.ConsumerMessage)
-	if msg == nil {
-		msg = &sarama.ConsumerMessage{Topic: b.Topic, Partition: b.Partition, Offset: b.RecordOffset(i)}
-	}
+	key, value := b.Raw(i)
+	msg := &sarama.ConsumerMessage{Topic: b.Topic, Partition: b.Partition, Offset: b.RecordOffset(i), Key: key, Value: value}
 	if err := in.sendDeadLetters(ctx, []deadLetter{{msg: msg, reason: ReasonWriteRejected, err: cause}}); err != nil {
 		return err
 	}

@@ -102,17 +102,17 @@ func normalize(out string) string {
 	return strings.Join(lines, "\n")
 }
 
-// readmeText is the ClickHouse section of README.md.
+// readmeText is the ClickHouse page of the docs, docs/clickhouse.md.
 func readmeText(t *testing.T) string {
 	t.Helper()
-	content, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	content, err := os.ReadFile(filepath.Join(repoRoot(t), "docs", "clickhouse.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(string(content), "\n")
 	from, to := readmeSection(lines)
 	if from < 0 {
-		t.Fatal("README.md has no \"## ClickHouse\" section")
+		t.Fatal("docs/clickhouse.md has no \"# ClickHouse\" section")
 	}
 	return strings.Join(lines[from:to], "\n")
 }

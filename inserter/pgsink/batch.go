@@ -29,6 +29,7 @@ type Batch struct {
 	rows    []byte   // binary COPY tuples, no header or trailer
 	rollups []rollup // one per flow, aggregated at write time
 	records []record // one per record, to skip a prefix already stored
+	raw     []byte   // keys and values of the records with flows (SetRaw)
 	days    map[int64]struct{}
 	flows   int
 	// Owner is opaque to the sink; the inserter uses it to acknowledge the
@@ -43,7 +44,8 @@ type record struct {
 	offset  int64
 	rowPos  int
 	rollPos int
-	src     any // the Kafka message, for the dead-letter topic
+	// The record's key and value in Batch.raw (copied: see SetRaw).
+	rawPos, keyLen, valueLen int
 }
 
 type rollup struct {
@@ -75,8 +77,8 @@ func (b *Batch) Reset(topic string, partition int32) {
 	b.Start, b.End, b.HighWater = 0, 0, 0
 	b.rows = b.rows[:0]
 	b.rollups = b.rollups[:0]
-	clear(b.records) // drop the messages the sources point to
 	b.records = b.records[:0]
+	b.raw = b.raw[:0]
 	clear(b.days)
 	b.lastDay = -1
 	b.flows = 0
@@ -131,16 +133,32 @@ func (b *Batch) AbortRecord() {
 	b.EndRecord()
 }
 
-// SetSource attaches src (the Kafka message) to the record just ended, so
-// a record the database rejects can go to the dead-letter topic whole.
-func (b *Batch) SetSource(src any) {
-	if n := len(b.records); n > 0 {
-		b.records[n-1].src = src
+// SetRaw keeps a copy of the key and value of the record just ended, so a
+// record the database refuses can still go to the dead-letter topic whole.
+// It copies rather than keeping the consumer's slices: those point into
+// the whole decompressed batch they came from, which would stay in memory.
+func (b *Batch) SetRaw(key, value []byte) {
+	n := len(b.records)
+	if n == 0 {
+		return
 	}
+	r := &b.records[n-1]
+	r.rawPos, r.keyLen, r.valueLen = len(b.raw), len(key), len(value)
+	b.raw = append(append(b.raw, key...), value...)
 }
 
-// Source is what SetSource attached to record i (nil if nothing).
-func (b *Batch) Source(i int) any { return b.records[i].src }
+// Raw is what SetRaw kept of record i (nil, nil if nothing).
+func (b *Batch) Raw(i int) (key, value []byte) {
+	r := b.records[i]
+	if r.keyLen == 0 && r.valueLen == 0 {
+		return nil, nil
+	}
+	kv := b.raw[r.rawPos : r.rawPos+r.keyLen+r.valueLen]
+	return kv[:r.keyLen], kv[r.keyLen:]
+}
+
+// RawBytes is the size of what SetRaw kept.
+func (b *Batch) RawBytes() int { return len(b.raw) }
 
 // RecordOffset is the Kafka offset of record i.
 func (b *Batch) RecordOffset(i int) int64 { return b.records[i].offset }
