@@ -193,6 +193,14 @@ FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attname = $2`, tabl
 			return true, nil // let the statement report the missing column
 		}
 		return differs, err
+	case upper(3) == "COMMENT ON TABLE" && len(words) > 5 && strings.EqualFold(words[4], "IS"):
+		text, ok := sqlLiteral(stmt)
+		if !ok {
+			return true, nil
+		}
+		var differs bool
+		err := tx.QueryRow(ctx, "SELECT obj_description(to_regclass($1), 'pg_class') IS DISTINCT FROM $2", words[3], text).Scan(&differs)
+		return differs, err
 	}
 	return true, nil
 }
