@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	flowpb "github.com/netsampler/goflow2/v2/pb"
@@ -128,6 +129,17 @@ func edgeValues(fd protoreflect.FieldDescriptor) []protoreflect.Value {
 			vs = append(vs, protoreflect.ValueOfEnum(v))
 		}
 		return vs
+	case protoreflect.StringKind:
+		// ASCII, multi-byte runes (and U+FFFD itself, valid UTF-8), and
+		// lengths around the one- and two-byte length prefixes.
+		vs := []protoreflect.Value{
+			protoreflect.ValueOfString("x"), protoreflect.ValueOfString("CH"),
+			protoreflect.ValueOfString("Zürich 東京 🚀"), protoreflect.ValueOfString("\uFFFD"),
+		}
+		for _, n := range []int{127, 128, 300} {
+			vs = append(vs, protoreflect.ValueOfString(strings.Repeat("é", n/2)+strings.Repeat("a", n%2)))
+		}
+		return vs
 	}
 	panic(fmt.Sprintf("test needs values for kind %v (field %s)", fd.Kind(), fd.Name()))
 }
@@ -184,8 +196,26 @@ func randomValue(rng *rand.Rand, fd protoreflect.FieldDescriptor) protoreflect.V
 			v = 1 + rng.Int32N(4)
 		}
 		return protoreflect.ValueOfEnum(protoreflect.EnumNumber(v))
+	case protoreflect.StringKind:
+		return protoreflect.ValueOfString(randomString(rng))
 	}
 	panic(fmt.Sprintf("test needs values for kind %v (field %s)", fd.Kind(), fd.Name()))
+}
+
+// randomString is a non-empty valid UTF-8 string of 1 to 40 runes (now and
+// then 100 to 200) from one- to four-byte ranges.
+func randomString(rng *rand.Rand) string {
+	n := 1 + rng.IntN(40)
+	if rng.IntN(10) == 0 {
+		n = 100 + rng.IntN(100)
+	}
+	ranges := [][2]rune{{0x20, 0x7f}, {0x80, 0x800}, {0x800, 0xd800}, {0x10000, 0x10ffff}}
+	var sb strings.Builder
+	for range n {
+		r := ranges[rng.IntN(len(ranges))]
+		sb.WriteRune(r[0] + rng.Int32N(r[1]-r[0]))
+	}
+	return sb.String()
 }
 
 // TestCodecRandom: messages with every field set (even seeds) or a random
