@@ -70,8 +70,9 @@ func appendBytes(b []byte, num protowire.Number, v []byte) []byte {
 
 // appendString appends a string field, omitted when empty (proto3). Proto3
 // strings must be valid UTF-8 (proto.Unmarshal rejects the whole message
-// otherwise), so invalid bytes are written as U+FFFD rather than producing
-// a message no reader accepts; valid strings are written as they are.
+// otherwise), so each run of invalid bytes is written as one U+FFFD, as
+// strings.ToValidUTF8 does, rather than producing a message no reader
+// accepts; valid strings are written as they are, without allocating.
 func appendString(b []byte, num protowire.Number, v string) []byte {
 	if len(v) == 0 {
 		return b
@@ -85,33 +86,43 @@ func appendString(b []byte, num protowire.Number, v string) []byte {
 
 func appendInvalidString(b []byte, num protowire.Number, v string) []byte {
 	b = appendUintField(b, wireTag(num, bytesType), uint64(validUTF8Len(v)))
+	invalid := false // in a run of invalid bytes
 	for i := 0; i < len(v); {
 		r, n := utf8.DecodeRuneInString(v[i:])
 		if r == utf8.RuneError && n == 1 {
-			b = utf8.AppendRune(b, utf8.RuneError)
+			if !invalid {
+				b = utf8.AppendRune(b, utf8.RuneError)
+			}
+			invalid = true
 		} else {
 			b = append(b, v[i:i+n]...)
+			invalid = false
 		}
 		i += n
 	}
 	return b
 }
 
-// validUTF8Len is the length of v once each invalid byte is replaced by
-// U+FFFD (three bytes).
+// validUTF8Len is len(strings.ToValidUTF8(v, "\uFFFD")), without allocating.
 func validUTF8Len(v string) int {
 	if utf8.ValidString(v) {
 		return len(v)
 	}
-	n := len(v)
+	size, invalid := 0, false
 	for i := 0; i < len(v); {
-		r, size := utf8.DecodeRuneInString(v[i:])
-		if r == utf8.RuneError && size == 1 {
-			n += utf8.RuneLen(utf8.RuneError) - 1
+		r, n := utf8.DecodeRuneInString(v[i:])
+		if r == utf8.RuneError && n == 1 {
+			if !invalid {
+				size += utf8.RuneLen(utf8.RuneError)
+			}
+			invalid = true
+		} else {
+			size += n
+			invalid = false
 		}
-		i += size
+		i += n
 	}
-	return n
+	return size
 }
 
 func sizeString(num protowire.Number, v string) int {
@@ -140,7 +151,7 @@ func sizeBytes(num protowire.Number, v []byte) int {
 // proto.Marshal produces: fields in field-number order, zero values and
 // empty bytes omitted, unknown fields (kept by proto.Unmarshal) last. A
 // string field with invalid UTF-8, which proto.Marshal refuses, is written
-// with U+FFFD in place of each invalid byte.
+// with U+FFFD in place of each run of invalid bytes.
 func (m *FlowMessage) AppendWire(b []byte) []byte {
 	if m == nil {
 		return b

@@ -32,8 +32,9 @@ func (e *Enrichment) Reset() { *e = Enrichment{} }
 
 // AppendWire appends e's non-zero fields to dst as protobuf fields, in
 // field-number order: the overrides sampling_rate (3), src_as (14) and
-// dst_as (15), then 2001-2019. Strings with invalid UTF-8 are written with
-// U+FFFD in place of each invalid byte, so the message stays readable.
+// dst_as (15), then 2001-2019. A string with invalid UTF-8 is written with
+// one U+FFFD per run of invalid bytes (as strings.ToValidUTF8 does), since
+// readers reject a proto3 string that is not UTF-8.
 func (e *Enrichment) AppendWire(dst []byte) []byte {
 	if e == nil {
 		return dst
