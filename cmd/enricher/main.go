@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/spendletonliveaction/flow-pipeline/enricher"
+	"github.com/spendletonliveaction/flow-pipeline/enricher/sources"
 	"github.com/spendletonliveaction/flow-pipeline/internal/cli"
 )
 
@@ -40,6 +41,11 @@ var flagOf = map[string]string{
 	"TransactionTimeout":  "-kafka.transaction.timeout",
 	"SessionTimeout":      "-kafka.session.timeout",
 	"ShutdownTimeout":     "-shutdown.timeout",
+	"CountryFile":         "-geo.country",
+	"ASNFiles":            "-geo.asn",
+	"NetworksFile":        "-networks",
+	"ExportersFile":       "-exporters",
+	"PollInterval":        "-sources.poll",
 }
 
 // flags holds what the command line sets beside the enricher.Config.
@@ -47,10 +53,26 @@ type flags struct {
 	brokers                          string
 	metricsAddr, logLevel, logFormat string
 	probe                            string
+	asnOverride                      bool
+}
+
+// listFlag is a repeatable string flag; a comma also separates values.
+type listFlag struct{ v *[]string }
+
+func (l listFlag) String() string {
+	if l.v == nil {
+		return ""
+	}
+	return strings.Join(*l.v, ",")
+}
+
+func (l listFlag) Set(s string) error {
+	*l.v = append(*l.v, cli.SplitList(s)...)
+	return nil
 }
 
 // newFlagSet binds the flags to cfg, which holds enricher.DefaultConfig().
-func newFlagSet(out io.Writer, cfg *enricher.Config) (*flag.FlagSet, *flags) {
+func newFlagSet(out io.Writer, cfg *enricher.Config, scfg *sources.Config) (*flag.FlagSet, *flags) {
 	f := &flags{}
 	fs := flag.NewFlagSet("enricher", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -66,6 +88,12 @@ func newFlagSet(out io.Writer, cfg *enricher.Config) (*flag.FlagSet, *flags) {
 	fs.DurationVar(&cfg.TransactionTimeout, "kafka.transaction.timeout", cfg.TransactionTimeout, "the broker aborts a transaction left open this long (a crashed instance that is not restarted)")
 	fs.DurationVar(&cfg.SessionTimeout, "kafka.session.timeout", cfg.SessionTimeout, "consumer group session timeout: how soon a dead instance's partitions move")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown.timeout", cfg.ShutdownTimeout, "on SIGTERM, commit the open transaction within this time")
+	fs.StringVar(&scfg.CountryFile, "geo.country", scfg.CountryFile, "MMDB with countries (MaxMind GeoLite2/GeoIP2 Country or City, IPinfo Lite, DB-IP Lite, ip-location-db country)")
+	fs.Var(listFlag{&scfg.ASNFiles}, "geo.asn", "AS numbers and names: an MMDB (GeoLite2-ASN, IPinfo Lite) or a first_ip,last_ip,asn,name CSV; repeatable, earlier files win")
+	fs.BoolVar(&f.asnOverride, "geo.asn.override", false, "take src_as and dst_as from -geo.asn even when the exporter sent one (default: only replace 0)")
+	fs.StringVar(&scfg.NetworksFile, "networks", scfg.NetworksFile, "YAML file of networks by prefix (name, role, site, region, tenant)")
+	fs.StringVar(&scfg.ExportersFile, "exporters", scfg.ExportersFile, "YAML file of exporters by sampler address (name, sampling_rate, default_boundary, interfaces)")
+	fs.DurationVar(&scfg.PollInterval, "sources.poll", scfg.PollInterval, "reload a data file this soon after it changes (0: only on SIGHUP)")
 	fs.StringVar(&f.metricsAddr, "metrics.addr", ":8083", "address serving /metrics, /healthz and /readyz (empty disables)")
 	fs.StringVar(&f.probe, "probe", "", cli.ProbeFlagUsage)
 	fs.StringVar(&f.logLevel, "loglevel", "info", "log level: debug, info, warn or error")
@@ -80,8 +108,8 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "enricher: %v\n", cli.FlagNames(err, flagOf))
 		return code
 	}
-	cfg := enricher.DefaultConfig()
-	fs, f := newFlagSet(stderr, &cfg)
+	cfg, scfg := enricher.DefaultConfig(), sources.DefaultConfig()
+	fs, f := newFlagSet(stderr, &cfg, &scfg)
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -102,14 +130,20 @@ func run(args []string, stderr io.Writer) int {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	p, err := enricher.NewPipeline(cfg, enricher.Passthrough{}, logger, reg)
-	if errors.Is(err, enricher.ErrInvalidConfig) {
+	if err := errors.Join(cfg.Validate(), scfg.Validate()); err != nil {
 		return fail(2, err)
-	} else if err != nil {
+	}
+	loader, err := sources.NewLoader(scfg, logger, reg)
+	if err != nil {
+		return fail(1, err)
+	}
+	p, err := enricher.NewPipeline(cfg, enricher.NewTransform(loader, enricher.Options{ASNOverride: f.asnOverride}), logger, reg)
+	if err != nil {
 		return fail(1, err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	go loader.Run(ctx)
 	if err := cli.ServeMetrics(ctx, f.metricsAddr, reg, p.Ready, logger); err != nil {
 		return fail(1, err)
 	}
