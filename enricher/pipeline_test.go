@@ -1,0 +1,196 @@
+package enricher
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/spendletonliveaction/flow-pipeline/enricher/sources"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/flowtest"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/geotest"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/pb"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func testLogger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// metric sums the series of name whose labels include labels (pairs).
+func metric(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() != labels[i+1] {
+						continue series
+					}
+				}
+			}
+			if m.Counter != nil {
+				sum += m.Counter.GetValue()
+			} else if m.Gauge != nil {
+				sum += m.Gauge.GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// drain reads topic read_committed from the start until want records came
+// and a second passed without more, returning the record values and their
+// headers' "reason" values.
+func drain(t testing.TB, brokers []string, topic string, want int) (values [][]byte, reasons map[string]int) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	reasons = map[string]int{}
+	deadline := time.Now().Add(time.Minute)
+	quiet := time.Time{}
+	for {
+		if len(values) >= want {
+			if quiet.IsZero() {
+				quiet = time.Now().Add(time.Second)
+			} else if time.Now().After(quiet) {
+				return values, reasons
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d records after a minute, want %d", topic, len(values), want)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			values = append(values, r.Value)
+			for _, h := range r.Headers {
+				if h.Key == "reason" {
+					reasons[string(h.Value)]++
+				}
+			}
+		})
+		cancel()
+	}
+}
+
+// TestPipelineDeadLetters: good records come out enriched, in order per
+// partition; junk of every kind is counted by reason and copied to the
+// dead-letter topic, exactly once each, without blocking its partition.
+func TestPipelineDeadLetters(t *testing.T) {
+	brokers := testenv.FakeKafka(t, 3, "flows", "flows-enriched", "dlq")
+	good, tot := flowtest.Records(1, 3000, 3, time.Now().Add(-time.Hour))
+	junk, reasons := flowtest.Corrupt(2, 60, good[0])
+	values := make([][]byte, 0, len(good)+len(junk))
+	for i, v := range good { // junk interleaved with good records
+		values = append(values, v)
+		if i%16 == 0 && i/16 < len(junk) {
+			values = append(values, junk[i/16])
+		}
+	}
+	values = append(values, junk[min(len(junk), len(good)/16+1):]...)
+	flowtest.Produce(t, brokers, "flows", values)
+
+	reg := prometheus.NewRegistry()
+	l, err := sources.NewLoader(geotest.Write(t, t.TempDir()), nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Brokers, cfg.DLQTopic, cfg.TransactionalID = brokers, "dlq", "t1"
+	cfg.TransactionInterval, cfg.TransactionRecords = 100*time.Millisecond, 500
+	p, err := NewPipeline(cfg, NewTransform(l, Options{}), testLogger(), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+
+	outValues, _ := drain(t, brokers, "flows-enriched", len(good))
+	dead, deadReasons := drain(t, brokers, "dlq", len(junk))
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	var flows int64
+	var m pb.FlowMessage
+	for _, v := range outValues {
+		if err := pb.UnmarshalRecord(v, &m, func(m *pb.FlowMessage) error {
+			flows++
+			if m.SrcCountry == "" && m.ExporterName == "" {
+				t.Fatalf("flow %d is not enriched", flows)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(outValues) != len(good) || flows != tot.Flows {
+		t.Errorf("output: %d records, %d flows; want %d, %d", len(outValues), flows, len(good), tot.Flows)
+	}
+	if len(dead) != len(junk) {
+		t.Errorf("dead letters: %d records, want %d", len(dead), len(junk))
+	}
+	for r, n := range reasons {
+		if deadReasons[r] != n {
+			t.Errorf("dead letters with reason %s: %d, want %d", r, deadReasons[r], n)
+		}
+		if got := metric(t, reg, "flowpipeline_enricher_records_invalid_total", "reason", r); got != float64(n) {
+			t.Errorf("records_invalid_total{reason=%s} %v, want %d", r, got, n)
+		}
+	}
+	for name, want := range map[string]float64{
+		"flowpipeline_enricher_flows_out_total":       float64(tot.Flows),
+		"flowpipeline_enricher_dead_letters_total":    float64(len(junk)),
+		"flowpipeline_enricher_records_invalid_total": float64(len(junk)),
+		"flowpipeline_enricher_ready":                 0, // after Run returned
+	} {
+		if got := metric(t, reg, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if c := metric(t, reg, "flowpipeline_enricher_transactions_total", "result", "committed"); c < 2 {
+		t.Errorf("%v transactions committed, want several (bounded at 500 records)", c)
+	}
+	if a := metric(t, reg, "flowpipeline_enricher_transactions_total", "result", "aborted"); a != 0 {
+		t.Errorf("%v transactions aborted, want 0", a)
+	}
+	// One exporter lookup per flow; a junk record's leading good frames
+	// were looked up before a bad one rejected it.
+	lookedUp := tot.Flows
+	for _, v := range junk {
+		pb.ForEachFrame(v, func(f []byte) error {
+			err := m.DecodeWire(f)
+			if err == nil {
+				lookedUp++
+			}
+			return err
+		})
+	}
+	if got, want := metric(t, reg, "flowpipeline_enricher_lookups_total", "source", "exporter"), float64(lookedUp); got != want {
+		t.Errorf("lookups_total{source=exporter} %v, want %v", got, want)
+	}
+}
