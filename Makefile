@@ -29,6 +29,8 @@ bench: kafka-libs
 	$(GO) test -run '^$$' -bench Produce -benchtime 1000000x -benchmem ./mocker/
 	$(GO) test -run '^$$' -bench 'Decode|AddFlow' -benchmem ./inserter/...
 	$(GO) test -run '^$$' -bench Drain1M -benchtime 1x -timeout 30m ./inserter/
+	$(GO) test -run '^$$' -bench Transform -benchmem -cpu 1 ./enricher/
+	$(GO) test -run '^$$' -bench Pipeline -benchtime 1x -timeout 30m ./enricher/
 
 # Built, then run, rather than `go run`: go run exits 1 on Ctrl-C whatever
 # the demo's own exit status is.

@@ -147,10 +147,13 @@ func (t *Transform) Transform(dst, value []byte) ([]byte, int, error) {
 			return dst[:start], 0, fmt.Errorf("flow %d: %w", flows, err)
 		}
 		Enrich(set, &t.m, &t.e, t.Options, &t.counts)
-		if len(frame)+t.e.WireSize() > pb.MaxMessageSize {
-			t.e.Reset()
-		}
+		at := len(dst)
 		dst = pb.AppendEnrichedFrame(dst, frame, &t.e)
+		if size, _ := protowire.ConsumeVarint(dst[at:]); size > pb.MaxMessageSize {
+			// Readers would reject it: send the flow as it came.
+			t.e.Reset()
+			dst = pb.AppendEnrichedFrame(dst[:at], frame, &t.e)
+		}
 		flows++
 	}
 	return dst, flows, nil

@@ -174,3 +174,27 @@ func TestTransformAllocs(t *testing.T) {
 		t.Errorf("%v allocations per 100 flows, want 0", allocs)
 	}
 }
+
+// TestTransformKeepsOversizedFlow: a flow the enrichment would push above
+// pb.MaxMessageSize (which readers reject) goes out unchanged.
+func TestTransformKeepsOversizedFlow(t *testing.T) {
+	l, _ := loadSet(t)
+	tr := NewTransform(l, Options{})
+	m := &pb.FlowMessage{SrcAddr: ip("192.0.2.7"), SamplerAddress: ip("192.0.2.250"), InIf: 1}
+	frame := m.AppendWire(nil)
+	// Pad with an unknown bytes field up to 10 bytes below the limit.
+	pad := pb.MaxMessageSize - 10 - len(frame) - 3 - 3
+	frame = protowire.AppendBytes(protowire.AppendTag(frame, 4001, protowire.BytesType), make([]byte, pad))
+	if len(frame) > pb.MaxMessageSize || len(frame) < pb.MaxMessageSize-20 {
+		t.Fatalf("test frame is %d bytes", len(frame))
+	}
+	value := protowire.AppendBytes(nil, frame)
+	out, n, err := tr.Transform(nil, value)
+	if err != nil || n != 1 || !bytes.Equal(out, value) {
+		t.Fatalf("got %d bytes, %d flows, %v; want the %d input bytes unchanged, 1, nil", len(out), n, err, len(value))
+	}
+	small := protowire.AppendBytes(nil, m.AppendWire(nil))
+	if out, _, _ := tr.Transform(nil, small); len(out) <= len(small) {
+		t.Fatal("a small flow was not enriched")
+	}
+}

@@ -42,21 +42,22 @@ type Transformer interface {
 	EndBatch()
 }
 
-// Passthrough is the transformer with enrichment off: it checks the
-// framing and copies the record value unchanged.
-type Passthrough struct{}
+// Passthrough is the transformer with enrichment off: it decodes every
+// message, so it dead-letters exactly the records enrichment would, and
+// copies the record value unchanged.
+type Passthrough struct{ m pb.FlowMessage }
 
 // Transform implements Transformer.
-func (Passthrough) Transform(dst, value []byte) ([]byte, int, error) {
+func (p *Passthrough) Transform(dst, value []byte) ([]byte, int, error) {
 	n := 0
-	if err := pb.ForEachFrame(value, func([]byte) error { n++; return nil }); err != nil {
+	if err := pb.ForEachFrame(value, func(f []byte) error { n++; return p.m.DecodeWire(f) }); err != nil {
 		return dst, 0, err
 	}
 	return append(dst, value...), n, nil
 }
 
 // EndBatch implements Transformer.
-func (Passthrough) EndBatch() {}
+func (*Passthrough) EndBatch() {}
 
 // Pipeline is the consume-transform-produce loop.
 type Pipeline struct {
