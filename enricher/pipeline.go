@@ -123,7 +123,7 @@ func (s *recordSlab) get() *kgo.Record {
 // should exit and be restarted; nothing is lost or duplicated.
 func (p *Pipeline) Run(ctx context.Context) error {
 	cfg := p.cfg
-	sess, err := kgo.NewGroupTransactSession(kafka.TransactOptions(kafka.TransactSettings{
+	opts := kafka.TransactOptions(kafka.TransactSettings{
 		ClientID:           "flowpipeline-enricher",
 		Brokers:            cfg.Brokers,
 		Topic:              cfg.Topic,
@@ -131,7 +131,14 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		TransactionalID:    cfg.TransactionalID,
 		TransactionTimeout: cfg.TransactionTimeout,
 		SessionTimeout:     cfg.SessionTimeout,
-	})...)
+	})
+	// A partition that moved to another instance has no lag here.
+	opts = append(opts, kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+		for _, part := range revoked[cfg.Topic] {
+			p.m.lag.DeleteLabelValues(partLabel(part))
+		}
+	}))
+	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
 		return fmt.Errorf("create the Kafka transactional client (check Config.Brokers): %w", err)
 	}

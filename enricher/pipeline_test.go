@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/spendletonliveaction/flow-pipeline/enricher/sources"
@@ -131,6 +132,9 @@ func TestPipelineDeadLetters(t *testing.T) {
 
 	outValues, _ := drain(t, brokers, "flows-enriched", len(good))
 	dead, deadReasons := drain(t, brokers, "dlq", len(junk))
+	if n, lag := testutil.CollectAndCount(p.m.lag), metric(t, reg, "flowpipeline_enricher_lag_records"); n != 3 || lag != 0 {
+		t.Errorf("lag: %d partitions, %v records in all; want 3 partitions, 0", n, lag)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
