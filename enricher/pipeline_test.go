@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -62,7 +63,7 @@ func metric(t testing.TB, reg *prometheus.Registry, name string, labels ...strin
 // drain reads topic read_committed from the start until want records came
 // and a second passed without more, returning the record values and their
 // headers' "reason" values.
-func drain(t testing.TB, brokers []string, topic string, want int) (values [][]byte, reasons map[string]int) {
+func drain(t testing.TB, brokers []string, topic string, want int) (values [][]byte, reasons map[string]int, parts []int32) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -78,7 +79,7 @@ func drain(t testing.TB, brokers []string, topic string, want int) (values [][]b
 			if quiet.IsZero() {
 				quiet = time.Now().Add(time.Second)
 			} else if time.Now().After(quiet) {
-				return values, reasons
+				return values, reasons, parts
 			}
 		}
 		if time.Now().After(deadline) {
@@ -87,6 +88,7 @@ func drain(t testing.TB, brokers []string, topic string, want int) (values [][]b
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
 			values = append(values, r.Value)
+			parts = append(parts, r.Partition)
 			for _, h := range r.Headers {
 				if h.Key == "reason" {
 					reasons[string(h.Value)]++
@@ -130,8 +132,9 @@ func TestPipelineDeadLetters(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 
-	outValues, _ := drain(t, brokers, "flows-enriched", len(good))
-	dead, deadReasons := drain(t, brokers, "dlq", len(junk))
+	outValues, _, outParts := drain(t, brokers, "flows-enriched", len(good))
+	dead, deadReasons, _ := drain(t, brokers, "dlq", len(junk))
+	inValues, _, inParts := drain(t, brokers, "flows", len(values))
 	if n, lag := testutil.CollectAndCount(p.m.lag), metric(t, reg, "flowpipeline_enricher_lag_records"); n != 3 || lag != 0 {
 		t.Errorf("lag: %d partitions, %v records in all; want 3 partitions, 0", n, lag)
 	}
@@ -150,6 +153,26 @@ func TestPipelineDeadLetters(t *testing.T) {
 			return nil
 		}); err != nil {
 			t.Fatal(err)
+		}
+	}
+	// Partition p's good records come out on partition p, in order.
+	seqs := func(values [][]byte, parts []int32) map[int32][]uint32 {
+		out := map[int32][]uint32{}
+		for i, v := range values {
+			var rec []uint32
+			if pb.UnmarshalRecord(v, &m, func(m *pb.FlowMessage) error {
+				rec = append(rec, m.SequenceNum)
+				return nil
+			}) == nil { // junk records are not in the output
+				out[parts[i]] = append(out[parts[i]], rec...)
+			}
+		}
+		return out
+	}
+	inSeqs, outSeqs := seqs(inValues, inParts), seqs(outValues, outParts)
+	for part, want := range inSeqs {
+		if !slices.Equal(outSeqs[part], want) {
+			t.Errorf("partition %d: %d flows out, want the %d flows of input partition %d in order", part, len(outSeqs[part]), len(want), part)
 		}
 	}
 	if len(outValues) != len(good) || flows != tot.Flows {
