@@ -10,8 +10,10 @@ import "google.golang.org/protobuf/encoding/protowire"
 // copies the collector's bytes as they are (goflow2 fields we do not
 // declare, and a mapping file's custom fields, pass through) and appends
 // these fields after them. Protobuf readers (protobuf-go, DecodeWire,
-// ClickHouse) keep the last occurrence of a non-repeated field, so an
-// override appended later replaces the collector's value.
+// ClickHouse) keep the last occurrence of a non-repeated varint field, so
+// an override appended later replaces the collector's value. ClickHouse
+// reads a string field that occurs twice as empty, though (compose/clickhouse
+// TestFieldTwice): never enrich a frame that already holds these fields.
 type Enrichment struct {
 	SrcCountry, DstCountry            string // ISO 3166-1 alpha-2
 	SrcAsName, DstAsName              string
