@@ -77,11 +77,31 @@ func appendString(b []byte, num protowire.Number, v string) []byte {
 	if len(v) == 0 {
 		return b
 	}
-	if !utf8.ValidString(v) {
+	if !validString(v) {
 		return appendInvalidString(b, num, v)
 	}
 	b = appendUintField(b, wireTag(num, bytesType), uint64(len(v)))
 	return append(b, v...)
+}
+
+// validString is utf8.ValidString with a faster path for ASCII (most
+// names): eight bytes at a time, without the call (BenchmarkAppendEnrichedFrame).
+func validString(v string) bool {
+	const high = 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(v); i += 8 {
+		w := uint64(v[i]) | uint64(v[i+1])<<8 | uint64(v[i+2])<<16 | uint64(v[i+3])<<24 |
+			uint64(v[i+4])<<32 | uint64(v[i+5])<<40 | uint64(v[i+6])<<48 | uint64(v[i+7])<<56
+		if w&high != 0 {
+			return utf8.ValidString(v[i:])
+		}
+	}
+	for ; i < len(v); i++ {
+		if v[i] >= utf8.RuneSelf {
+			return utf8.ValidString(v[i:])
+		}
+	}
+	return true
 }
 
 func appendInvalidString(b []byte, num protowire.Number, v string) []byte {
@@ -105,7 +125,7 @@ func appendInvalidString(b []byte, num protowire.Number, v string) []byte {
 
 // validUTF8Len is len(strings.ToValidUTF8(v, "\uFFFD")), without allocating.
 func validUTF8Len(v string) int {
-	if utf8.ValidString(v) {
+	if validString(v) {
 		return len(v)
 	}
 	size, invalid := 0, false

@@ -103,8 +103,24 @@ func (e *Enrichment) WireSize() int {
 // The result may exceed MaxMessageSize, which readers reject, if frame is
 // close to it or e's strings are long; callers bound what they add.
 func AppendEnrichedFrame(dst, frame []byte, e *Enrichment) []byte {
-	size := len(frame) + e.WireSize()
-	dst = protowire.AppendVarint(dst, uint64(size))
+	// One pass over e: a two-byte length placeholder (bodies of 128 to
+	// 16383 bytes, most enriched flows), filled in after; another size
+	// moves the body (BenchmarkAppendEnrichedFrame).
+	const reserved = 2
+	start := len(dst)
+	dst = append(dst, 0, 0)
 	dst = append(dst, frame...)
-	return e.AppendWire(dst)
+	dst = e.AppendWire(dst)
+	size := len(dst) - start - reserved
+	n := protowire.SizeVarint(uint64(size))
+	switch {
+	case n < reserved:
+		copy(dst[start+n:], dst[start+reserved:])
+		dst = dst[:len(dst)-(reserved-n)]
+	case n > reserved:
+		dst = append(dst, make([]byte, n-reserved)...)
+		copy(dst[start+n:], dst[start+reserved:start+reserved+size])
+	}
+	protowire.AppendVarint(dst[start:start], uint64(size))
+	return dst
 }
