@@ -319,21 +319,27 @@ func (m *FlowMessage) WireSize() int {
 //
 // Errors wrap ErrBadMessage.
 func (m *FlowMessage) DecodeWire(b []byte) error {
-	prev := [...]string{ // by field number - 2001
-		m.SrcCountry, m.DstCountry, m.SrcAsName, m.DstAsName,
-		m.SrcNetName, m.DstNetName, m.SrcNetRole, m.DstNetRole,
-		m.SrcNetSite, m.DstNetSite, m.ExporterName, m.InIfName,
-		m.OutIfName, m.InIfDescription, m.OutIfDescription,
+	// The strings, when the previous message had any, to keep those that
+	// repeat (the enricher's names do).
+	var prev [15]string // by field number - 2001
+	if m.SrcCountry != "" || m.DstCountry != "" || m.SrcAsName != "" || m.DstAsName != "" ||
+		m.SrcNetName != "" || m.DstNetName != "" || m.SrcNetRole != "" || m.DstNetRole != "" ||
+		m.SrcNetSite != "" || m.DstNetSite != "" || m.ExporterName != "" || m.InIfName != "" ||
+		m.OutIfName != "" || m.InIfDescription != "" || m.OutIfDescription != "" {
+		prev = [...]string{
+			m.SrcCountry, m.DstCountry, m.SrcAsName, m.DstAsName,
+			m.SrcNetName, m.DstNetName, m.SrcNetRole, m.DstNetRole,
+			m.SrcNetSite, m.DstNetSite, m.ExporterName, m.InIfName,
+			m.OutIfName, m.InIfDescription, m.OutIfDescription,
+		}
 	}
 	// Reset, keeping the bytes fields' capacity. Zeroing the whole struct
-	// (as Reset does) keeps this correct if fields are added.
-	*m = FlowMessage{
-		SamplerAddress: m.SamplerAddress[:0],
-		SrcAddr:        m.SrcAddr[:0],
-		DstAddr:        m.DstAddr[:0],
-		NextHop:        m.NextHop[:0],
-		BgpNextHop:     m.BgpNextHop[:0],
-	}
+	// (as Reset does) keeps this correct if fields are added; a zero
+	// literal compiles to a plain clear, where a literal with fields is
+	// built aside and copied (twice the time for this 0.6 KB struct).
+	sampler, src, dst, nextHop, bgpNextHop := m.SamplerAddress[:0], m.SrcAddr[:0], m.DstAddr[:0], m.NextHop[:0], m.BgpNextHop[:0]
+	*m = FlowMessage{}
+	m.SamplerAddress, m.SrcAddr, m.DstAddr, m.NextHop, m.BgpNextHop = sampler, src, dst, nextHop, bgpNextHop
 	start := len(b)
 	for len(b) > 0 {
 		at := start - len(b)
