@@ -77,6 +77,10 @@ func appendString(b []byte, num protowire.Number, v string) []byte {
 	if len(v) == 0 {
 		return b
 	}
+	return appendStringField(b, num, v)
+}
+
+func appendStringField(b []byte, num protowire.Number, v string) []byte {
 	if !validString(v) {
 		return appendInvalidString(b, num, v)
 	}
@@ -149,6 +153,10 @@ func sizeString(num protowire.Number, v string) int {
 	if len(v) == 0 {
 		return 0
 	}
+	return sizeStringField(num, v)
+}
+
+func sizeStringField(num protowire.Number, v string) int {
 	n := validUTF8Len(v)
 	return sizeTag(num) + protowire.SizeVarint(uint64(n)) + n
 }
