@@ -77,11 +77,35 @@ func appendString(b []byte, num protowire.Number, v string) []byte {
 	if len(v) == 0 {
 		return b
 	}
-	if !utf8.ValidString(v) {
+	return appendStringField(b, num, v)
+}
+
+func appendStringField(b []byte, num protowire.Number, v string) []byte {
+	if !validString(v) {
 		return appendInvalidString(b, num, v)
 	}
 	b = appendUintField(b, wireTag(num, bytesType), uint64(len(v)))
 	return append(b, v...)
+}
+
+// validString is utf8.ValidString with a faster path for ASCII (most
+// names): eight bytes at a time, without the call (BenchmarkAppendEnrichedFrame).
+func validString(v string) bool {
+	const high = 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(v); i += 8 {
+		w := uint64(v[i]) | uint64(v[i+1])<<8 | uint64(v[i+2])<<16 | uint64(v[i+3])<<24 |
+			uint64(v[i+4])<<32 | uint64(v[i+5])<<40 | uint64(v[i+6])<<48 | uint64(v[i+7])<<56
+		if w&high != 0 {
+			return utf8.ValidString(v[i:])
+		}
+	}
+	for ; i < len(v); i++ {
+		if v[i] >= utf8.RuneSelf {
+			return utf8.ValidString(v[i:])
+		}
+	}
+	return true
 }
 
 func appendInvalidString(b []byte, num protowire.Number, v string) []byte {
@@ -105,7 +129,7 @@ func appendInvalidString(b []byte, num protowire.Number, v string) []byte {
 
 // validUTF8Len is len(strings.ToValidUTF8(v, "\uFFFD")), without allocating.
 func validUTF8Len(v string) int {
-	if utf8.ValidString(v) {
+	if validString(v) {
 		return len(v)
 	}
 	size, invalid := 0, false
@@ -129,6 +153,10 @@ func sizeString(num protowire.Number, v string) int {
 	if len(v) == 0 {
 		return 0
 	}
+	return sizeStringField(num, v)
+}
+
+func sizeStringField(num protowire.Number, v string) int {
 	n := validUTF8Len(v)
 	return sizeTag(num) + protowire.SizeVarint(uint64(n)) + n
 }
@@ -299,21 +327,27 @@ func (m *FlowMessage) WireSize() int {
 //
 // Errors wrap ErrBadMessage.
 func (m *FlowMessage) DecodeWire(b []byte) error {
-	prev := [...]string{ // by field number - 2001
-		m.SrcCountry, m.DstCountry, m.SrcAsName, m.DstAsName,
-		m.SrcNetName, m.DstNetName, m.SrcNetRole, m.DstNetRole,
-		m.SrcNetSite, m.DstNetSite, m.ExporterName, m.InIfName,
-		m.OutIfName, m.InIfDescription, m.OutIfDescription,
+	// The strings, when the previous message had any, to keep those that
+	// repeat (the enricher's names do).
+	var prev [15]string // by field number - 2001
+	if m.SrcCountry != "" || m.DstCountry != "" || m.SrcAsName != "" || m.DstAsName != "" ||
+		m.SrcNetName != "" || m.DstNetName != "" || m.SrcNetRole != "" || m.DstNetRole != "" ||
+		m.SrcNetSite != "" || m.DstNetSite != "" || m.ExporterName != "" || m.InIfName != "" ||
+		m.OutIfName != "" || m.InIfDescription != "" || m.OutIfDescription != "" {
+		prev = [...]string{
+			m.SrcCountry, m.DstCountry, m.SrcAsName, m.DstAsName,
+			m.SrcNetName, m.DstNetName, m.SrcNetRole, m.DstNetRole,
+			m.SrcNetSite, m.DstNetSite, m.ExporterName, m.InIfName,
+			m.OutIfName, m.InIfDescription, m.OutIfDescription,
+		}
 	}
 	// Reset, keeping the bytes fields' capacity. Zeroing the whole struct
-	// (as Reset does) keeps this correct if fields are added.
-	*m = FlowMessage{
-		SamplerAddress: m.SamplerAddress[:0],
-		SrcAddr:        m.SrcAddr[:0],
-		DstAddr:        m.DstAddr[:0],
-		NextHop:        m.NextHop[:0],
-		BgpNextHop:     m.BgpNextHop[:0],
-	}
+	// (as Reset does) keeps this correct if fields are added; a zero
+	// literal compiles to a plain clear, where a literal with fields is
+	// built aside and copied (twice the time for this 0.6 KB struct).
+	sampler, src, dst, nextHop, bgpNextHop := m.SamplerAddress[:0], m.SrcAddr[:0], m.DstAddr[:0], m.NextHop[:0], m.BgpNextHop[:0]
+	*m = FlowMessage{}
+	m.SamplerAddress, m.SrcAddr, m.DstAddr, m.NextHop, m.BgpNextHop = sampler, src, dst, nextHop, bgpNextHop
 	start := len(b)
 	for len(b) > 0 {
 		at := start - len(b)

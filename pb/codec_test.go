@@ -361,7 +361,7 @@ func wireCases() map[string][]byte {
 // not UTF-8; AppendWire writes what proto.Marshal writes for the string
 // made valid by strings.ToValidUTF8, and WireSize agrees.
 func TestAppendWireInvalidUTF8(t *testing.T) {
-	for _, s := range []string{"\xff", "a\xffb", "a\xff\xfe\xfdb", "\xc3", "ok\xe2\x82", "\xed\xa0\x80", "é\x80é\x80\x80", strings.Repeat("\x80", 200)} {
+	for _, s := range []string{"\xff", "a\xffb", "a\xff\xfe\xfdb", "\xc3", "ok\xe2\x82", "\xed\xa0\x80", "é\x80é\x80\x80", strings.Repeat("\x80", 200), "abcdefgh\xffabcdefgh", "abcdefghijklmno\xe2\x82", "abcdefghijklmnopqrstuvwxyzABCDEFG\xc3"} {
 		m := &pb.FlowMessage{SrcAsName: s, OutIfDescription: "fine " + s, Bytes: 1}
 		if _, err := proto.Marshal(m); err == nil {
 			t.Fatalf("%q: proto.Marshal accepts it; not a test of invalid UTF-8", s)

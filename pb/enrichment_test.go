@@ -562,3 +562,28 @@ func BenchmarkAppendEnrichedFrame(b *testing.B) {
 		})
 	}
 }
+
+// TestAppendEnrichedFramePrefixSizes: bodies on each side of the one-, two-
+// and three-byte length prefixes (AppendEnrichedFrame reserves two bytes and
+// moves the body for the others), after existing content.
+func TestAppendEnrichedFramePrefixSizes(t *testing.T) {
+	e := &pb.Enrichment{SrcCountry: "CH", InIfSpeed: 1000} // 4 + 5 bytes
+	extra := e.AppendWire(nil)
+	sizes := map[int]bool{}
+	for _, around := range []int{0, 128, 1 << 14, 1 << 21} {
+		for n := max(around-12, 0); n <= around+4; n++ {
+			m := &pb.FlowMessage{BgpNextHop: make([]byte, max(n-3-len(extra), 0))} // tag, length
+			frame := m.AppendWire(nil)
+			got := pb.AppendEnrichedFrame([]byte("head"), frame, e)
+			want := append(protowire.AppendVarint([]byte("head"), uint64(len(frame)+len(extra))), frame...)
+			want = append(want, extra...)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("frame of %d bytes: enriched frame differs from the reference", len(frame))
+			}
+			sizes[len(got)-4-len(frame)-len(extra)] = true
+		}
+	}
+	if len(sizes) != 4 {
+		t.Fatalf("length prefixes of %d distinct sizes, want 1 to 4 bytes", len(sizes))
+	}
+}
