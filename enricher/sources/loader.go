@@ -308,7 +308,16 @@ func (l *Loader) reload(only map[string]bool) error {
 		case isMMDB(f):
 			v = load(f, []string{f}, func() (any, error) { return loadASNMMDB(f) })
 		case f == csvs[0]:
-			v = load("csv:"+strings.Join(csvs, ","), csvs, func() (any, error) { return loadASNCSV(csvs) })
+			v = load("csv:"+strings.Join(csvs, ","), csvs, func() (any, error) {
+				r, clipped, err := loadASNCSV(csvs)
+				if err != nil {
+					return nil, err
+				}
+				for _, c := range clipped {
+					l.logger.Warn("overlapping ASN ranges: the later one wins from its start", "range", c)
+				}
+				return r, nil
+			})
 		}
 		if src, ok := v.(asnSource); ok {
 			next.asn = append(next.asn, src)

@@ -102,24 +102,38 @@ type csvRange struct {
 }
 
 // loadASNCSV reads range CSVs (several files merge into one table) and
-// rejects bad rows and overlapping ranges, naming the file and line.
-func loadASNCSV(paths []string) (*asnRanges, error) {
+// rejects bad rows, naming the file and line.
+//
+// Overlaps: a range that starts inside the previous one and ends after it
+// takes over from its first address, and the previous range is cut short
+// there (the real ip-location-db asn-ipv4.csv has one such pair); each cut
+// is reported in clipped. A range inside another one, or two ranges with the
+// same first address, would be ambiguous and is an error.
+func loadASNCSV(paths []string) (r *asnRanges, clipped []string, err error) {
 	var rows []csvRange
 	names := map[string]string{} // interned: many ranges share an organisation
 	for _, path := range paths {
-		var err error
 		if rows, err = readASNCSV(path, rows, names); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	slices.SortFunc(rows, func(a, b csvRange) int { return a.first.Compare(b.first) })
-	r := &asnRanges{}
-	for i, row := range rows {
-		if i > 0 && rows[i-1].first.Is4() == row.first.Is4() && row.first.Compare(rows[i-1].last) <= 0 {
-			p := rows[i-1]
-			return nil, fmt.Errorf("%s:%d: range %s-%s overlaps %s-%s of %s:%d; each address may be in one range only",
-				row.file, row.line, row.first, row.last, p.first, p.last, p.file, p.line)
+	slices.SortStableFunc(rows, func(a, b csvRange) int { return a.first.Compare(b.first) })
+	kept := rows[:0:0]
+	for _, row := range rows {
+		if n := len(kept); n > 0 && kept[n-1].first.Is4() == row.first.Is4() && row.first.Compare(kept[n-1].last) <= 0 {
+			p := &kept[n-1]
+			if row.first == p.first || row.last.Compare(p.last) <= 0 {
+				return nil, nil, fmt.Errorf("%s:%d: range %s-%s overlaps %s-%s of %s:%d and does not extend past it; each address may be in one range only",
+					row.file, row.line, row.first, row.last, p.first, p.last, p.file, p.line)
+			}
+			clipped = append(clipped, fmt.Sprintf("%s:%d: range %s-%s (AS%d) cut short at %s, where %s:%d (%s-%s, AS%d) starts",
+				p.file, p.line, p.first, p.last, p.asn, row.first.Prev(), row.file, row.line, row.first, row.last, row.asn))
+			p.last = row.first.Prev()
 		}
+		kept = append(kept, row)
+	}
+	r = &asnRanges{}
+	for _, row := range kept {
 		if row.first.Is4() {
 			r.first4 = append(r.first4, v4(row.first))
 			r.rest4 = append(r.rest4, rangeInfo4{last: v4(row.last), asn: row.asn, name: row.name})
@@ -130,7 +144,7 @@ func loadASNCSV(paths []string) (*asnRanges, error) {
 	}
 	r.first4, r.rest4 = slices.Clip(r.first4), slices.Clip(r.rest4)
 	r.first6, r.rest6 = slices.Clip(r.first6), slices.Clip(r.rest6)
-	return r, nil
+	return r, clipped, nil
 }
 
 func readASNCSV(path string, rows []csvRange, names map[string]string) ([]csvRange, error) {

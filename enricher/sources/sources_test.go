@@ -2,6 +2,7 @@ package sources
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -139,7 +140,7 @@ const asnCSV = `1.0.0.0,1.0.0.255,13335,"Cloudflare, Inc."
 func TestASNCSV(t *testing.T) {
 	dir := t.TempDir()
 	one := writeFile(t, dir, "asn.csv", asnCSV)
-	r, err := loadASNCSV([]string{one})
+	r, _, err := loadASNCSV([]string{one})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +166,7 @@ func TestASNCSV(t *testing.T) {
 	// Two files (the package's IPv4 and IPv6 files) merge into one table.
 	v4 := writeFile(t, dir, "asn-ipv4.csv", "8.8.8.0,8.8.8.255,15169,Google LLC\n")
 	v6 := writeFile(t, dir, "asn-ipv6.csv", "2606:4700::,2606:4700:ffff:ffff:ffff:ffff:ffff:ffff,13335,\"Cloudflare, Inc.\"\n")
-	r, err = loadASNCSV([]string{v4, v6})
+	r, _, err = loadASNCSV([]string{v4, v6})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,13 +185,15 @@ func TestASNCSVErrors(t *testing.T) {
 		{"AS number too large", "8.8.8.0,8.8.8.255,4294967296,a\n", `bad.csv:1: AS number "4294967296"`},
 		{"three fields", "8.8.8.0,8.8.8.255,1,a\n1.1.1.0,1.1.1.255,2\n", "bad.csv:2: not a first_ip,last_ip,asn,name row"},
 		{"bad quoting", "8.8.8.0,8.8.8.255,1,\"a\n", "bad.csv:1: not a first_ip,last_ip,asn,name row"},
-		{"overlap", "8.8.8.0,8.8.8.255,1,a\n8.8.8.128,8.8.9.0,2,b\n", "bad.csv:2: range 8.8.8.128-8.8.9.0 overlaps 8.8.8.0-8.8.8.255 of"},
-		{"overlap v6", "2001:db8::,2001:db8::ff,1,a\n2001:db8::ff,2001:db8::1ff,2,b\n", "bad.csv:2: range 2001:db8::ff-2001:db8::1ff overlaps"},
+		{"range inside another", "8.8.8.0,8.8.8.255,1,a\n8.8.8.128,8.8.8.200,2,b\n", "bad.csv:2: range 8.8.8.128-8.8.8.200 overlaps 8.8.8.0-8.8.8.255 of"},
+		{"same first address", "8.8.8.0,8.8.8.255,1,a\n8.8.8.0,8.8.9.255,2,b\n", "range 8.8.8.0-8.8.9.255 overlaps 8.8.8.0-8.8.8.255 of"},
+		{"same range twice", "8.8.8.0,8.8.8.255,1,a\n8.8.8.0,8.8.8.255,1,a\n", "bad.csv:2: range 8.8.8.0-8.8.8.255 overlaps 8.8.8.0-8.8.8.255 of"},
+		{"v6 range inside another", "2001:db8::,2001:db8::ff,1,a\n2001:db8::ff,2001:db8::ff,2,b\n", "bad.csv:2: range 2001:db8::ff-2001:db8::ff overlaps"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			path := writeFile(t, t.TempDir(), "bad.csv", c.csv)
-			_, err := loadASNCSV([]string{path})
+			_, _, err := loadASNCSV([]string{path})
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("err = %v, want one containing %q", err, c.want)
 			}
@@ -200,15 +203,43 @@ func TestASNCSVErrors(t *testing.T) {
 	dir := t.TempDir()
 	a := writeFile(t, dir, "a.csv", "8.8.8.0,8.8.8.255,1,a\n")
 	b := writeFile(t, dir, "b.csv", "1.1.1.0,1.1.1.255,3,c\n8.8.8.8,8.8.8.8,2,b\n")
-	_, err := loadASNCSV([]string{a, b})
+	_, _, err := loadASNCSV([]string{a, b})
 	if want := "b.csv:2: range 8.8.8.8-8.8.8.8 overlaps 8.8.8.0-8.8.8.255 of " + a + ":1"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("err = %v, want one containing %q", err, want)
 	}
 	// A header row is allowed.
 	h := writeFile(t, dir, "h.csv", "first_ip,last_ip,asn,name\n8.8.8.0,8.8.8.255,15169,Google LLC\n")
-	if r, err := loadASNCSV([]string{h}); err != nil || len(r.first4) != 1 {
+	if r, _, err := loadASNCSV([]string{h}); err != nil || len(r.first4) != 1 {
 		t.Errorf("CSV with a header: %v", err)
 	}
+}
+
+// A range starting inside the previous one and ending after it takes over
+// from its start (the real asn-ipv4.csv has such a pair).
+func TestASNCSVPartialOverlap(t *testing.T) {
+	dir := t.TempDir()
+	path := writeFile(t, dir, "asn.csv", "8.8.8.0,8.8.8.255,1,a\n8.8.8.128,8.8.9.0,2,b\n2001:db8::,2001:db8::ff,3,c\n2001:db8::80,2001:db8::1ff,4,d\n")
+	r, clipped, err := loadASNCSV([]string{path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		path + ":1: range 8.8.8.0-8.8.8.255 (AS1) cut short at 8.8.8.127, where " + path + ":2 (8.8.8.128-8.8.9.0, AS2) starts",
+		path + ":3: range 2001:db8::-2001:db8::ff (AS3) cut short at 2001:db8::7f, where " + path + ":4 (2001:db8::80-2001:db8::1ff, AS4) starts",
+	}
+	if !slices.Equal(clipped, want) {
+		t.Errorf("clipped = %q, want %q", clipped, want)
+	}
+	checkASN(t, &Set{asn: []asnSource{r}}, []asnWant{
+		{netip.MustParseAddr("8.8.8.0"), 1, "a", true},
+		{netip.MustParseAddr("8.8.8.127"), 1, "a", true},
+		{netip.MustParseAddr("8.8.8.128"), 2, "b", true},
+		{netip.MustParseAddr("8.8.9.0"), 2, "b", true},
+		{netip.MustParseAddr("8.8.9.1"), 0, "", false},
+		{netip.MustParseAddr("2001:db8::7f"), 3, "c", true},
+		{netip.MustParseAddr("2001:db8::80"), 4, "d", true},
+		{netip.MustParseAddr("2001:db8::1ff"), 4, "d", true},
+	})
 }
 
 // Several ASN files: earlier ones win, CSVs merge at the first CSV's place.
