@@ -146,7 +146,13 @@ func (t *Transform) Transform(dst, value []byte) ([]byte, int, error) {
 		if err := t.m.DecodeWire(frame); err != nil {
 			return dst[:start], 0, fmt.Errorf("flow %d: %w", flows, err)
 		}
-		Enrich(set, &t.m, &t.e, t.Options, &t.counts)
+		if enriched(&t.m) {
+			// Appending again would repeat string fields, which ClickHouse
+			// reads as empty: an enriched flow goes on as it is.
+			t.e.Reset()
+		} else {
+			Enrich(set, &t.m, &t.e, t.Options, &t.counts)
+		}
 		at := len(dst)
 		dst = pb.AppendEnrichedFrame(dst, frame, &t.e)
 		if size, _ := protowire.ConsumeVarint(dst[at:]); size > pb.MaxMessageSize {
@@ -166,4 +172,13 @@ func (t *Transform) EndBatch() {
 	} else {
 		t.counts = sources.LookupCounts{}
 	}
+}
+
+// enriched reports whether m already holds enrichment fields.
+func enriched(m *pb.FlowMessage) bool {
+	return m.SrcCountry != "" || m.DstCountry != "" || m.SrcAsName != "" || m.DstAsName != "" ||
+		m.SrcNetName != "" || m.DstNetName != "" || m.SrcNetRole != "" || m.DstNetRole != "" ||
+		m.SrcNetSite != "" || m.DstNetSite != "" || m.ExporterName != "" || m.InIfName != "" ||
+		m.OutIfName != "" || m.InIfDescription != "" || m.OutIfDescription != "" ||
+		m.InIfSpeed != 0 || m.OutIfSpeed != 0 || m.InIfBoundary != 0 || m.OutIfBoundary != 0
 }

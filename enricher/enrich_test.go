@@ -198,3 +198,22 @@ func TestTransformKeepsOversizedFlow(t *testing.T) {
 		t.Fatal("a small flow was not enriched")
 	}
 }
+
+// TestTransformNotTwice: an already enriched flow (the enricher's own
+// output fed back, say) goes out unchanged: a second copy of a string
+// field reads as empty in ClickHouse.
+func TestTransformNotTwice(t *testing.T) {
+	l, _ := loadSet(t)
+	tr := NewTransform(l, Options{})
+	values, _ := flowtest.Records(8, 50, 5, time.Now().Add(-time.Hour))
+	for _, v := range values {
+		once, _, err := tr.Transform(nil, v)
+		if err != nil || len(once) <= len(v) {
+			t.Fatalf("first pass: %d bytes from %d, %v", len(once), len(v), err)
+		}
+		twice, _, err := tr.Transform(nil, once)
+		if err != nil || !bytes.Equal(twice, once) {
+			t.Fatalf("second pass changed the record (%d bytes to %d), %v", len(once), len(twice), err)
+		}
+	}
+}
