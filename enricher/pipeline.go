@@ -203,7 +203,12 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			return fmt.Errorf("begin a Kafka transaction: %w", ferr)
 		}
 		if t.open && (time.Since(t.start) >= cfg.TransactionInterval || t.records >= cfg.TransactionRecords || t.bytes >= cfg.TransactionBytes) {
-			if err := p.end(ctx, sess, t); err != nil {
+			// Not cut short by a shutdown: a half-ended transaction is
+			// worse than a commit that finishes (bounded by its timeout).
+			ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.TransactionTimeout)
+			err := p.end(ectx, sess, t)
+			cancel()
+			if err != nil {
 				return err
 			}
 		}

@@ -1,6 +1,7 @@
 package enricher
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/spendletonliveaction/flow-pipeline/enricher/sources"
@@ -219,5 +221,75 @@ func TestPipelineDeadLetters(t *testing.T) {
 	}
 	if got, want := metric(t, reg, "flowpipeline_enricher_lookups_total", "source", "exporter"), float64(lookedUp); got != want {
 		t.Errorf("lookups_total{source=exporter} %v, want %v", got, want)
+	}
+}
+
+// TestPipelinePartitionModulo: with fewer output than input partitions,
+// input partition p goes to output partition p modulo their count, each
+// input partition's flows in order, keys kept.
+func TestPipelinePartitionModulo(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.SeedTopics(3, "flows"), kfake.SeedTopics(2, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	values, tot := flowtest.Records(9, 600, 2, time.Now().Add(-time.Hour))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range values {
+		r := &kgo.Record{Topic: "flows", Partition: int32(i % 3), Key: []byte{byte(i % 3)}, Value: v}
+		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.Close()
+	cfg := DefaultConfig()
+	cfg.Brokers, cfg.OutTopic, cfg.TransactionalID, cfg.TransactionInterval = brokers, "out", "mod", 100*time.Millisecond
+	p, err := NewPipeline(cfg, new(Passthrough), testLogger(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	rc, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("out"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	// Per output partition, the values of each input key in order.
+	got := map[int32]map[byte][][]byte{}
+	n := 0
+	for deadline := time.Now().Add(time.Minute); n < len(values) && time.Now().Before(deadline); {
+		pctx, pcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		rc.PollFetches(pctx).EachRecord(func(r *kgo.Record) {
+			if got[r.Partition] == nil {
+				got[r.Partition] = map[byte][][]byte{}
+			}
+			got[r.Partition][r.Key[0]] = append(got[r.Partition][r.Key[0]], r.Value)
+			n++
+		})
+		pcancel()
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n != len(values) {
+		t.Fatalf("%d records out, want %d (%v)", n, len(values), tot)
+	}
+	for in := range 3 {
+		var want [][]byte
+		for i := in; i < len(values); i += 3 {
+			want = append(want, values[i])
+		}
+		out := int32(in % 2)
+		if g := got[out][byte(in)]; !slices.EqualFunc(g, want, bytes.Equal) {
+			t.Errorf("input partition %d: %d records on output partition %d, want its %d records in order", in, len(g), out, len(want))
+		}
 	}
 }
