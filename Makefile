@@ -7,7 +7,7 @@ TOOLS    := .cache/bin
 # protoc-gen-go is pinned to the google.golang.org/protobuf version in go.mod.
 PROTOC_GEN_GO_VERSION := v1.36.12
 
-.PHONY: all build test bench demo proto kafka-libs goflow2 clean
+.PHONY: all build test bench demo proto kafka-libs goflow2 geodata clean
 
 all: build
 
@@ -18,17 +18,20 @@ build:
 # real Apache Kafka 4 broker and throwaway PostgreSQL servers, ClickHouse
 # schema tests on chDB. Missing services skip loudly, or fail when
 # FLOWPIPELINE_REQUIRE_SERVICES=1 (CI).
-test: kafka-libs goflow2
+test: kafka-libs goflow2 geodata
 	$(GO) test -count=1 -timeout 25m ./...
 
 # Throughput benchmarks; compare the figures of one run side by side.
 # Encoding and generation on one core; producing and draining with all.
-bench: kafka-libs
+bench: kafka-libs geodata
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./pb/
 	$(GO) test -run '^$$' -bench Generate -benchmem -cpu 1 ./mocker/
 	$(GO) test -run '^$$' -bench Produce -benchtime 1000000x -benchmem ./mocker/
 	$(GO) test -run '^$$' -bench 'Decode|AddFlow' -benchmem ./inserter/...
 	$(GO) test -run '^$$' -bench Drain1M -benchtime 1x -timeout 30m ./inserter/
+	$(GO) test -run '^$$' -bench Lookup -benchmem -cpu 1 ./enricher/sources/
+	$(GO) test -run '^$$' -bench Transform -benchmem -cpu 1 ./enricher/
+	$(GO) test -run '^$$' -bench Pipeline -benchtime 1x -timeout 30m ./enricher/
 
 # Built, then run, rather than `go run`: go run exits 1 on Ctrl-C whatever
 # the demo's own exit status is.
@@ -54,6 +57,12 @@ $(TOOLS)/goflow2-$(GOFLOW2_VERSION):
 # Apache Kafka jars from Maven Central for the integration tests.
 kafka-libs:
 	bash .ci/kafka/fetch.sh
+
+# Open IP data (ip-location-db, pinned npm packages) for the enricher's
+# integration test and benchmarks, into .cache/geodata; prints the licences.
+# Without npm it warns and the tests that need the data skip (fail in CI).
+geodata:
+	bash .ci/geodata/fetch.sh
 
 clean:
 	rm -rf $(BIN)

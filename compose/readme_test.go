@@ -19,6 +19,7 @@ import (
 var flagPages = map[string]string{
 	"mocker":   "docs/mocker.md",
 	"inserter": "docs/inserter.md",
+	"enricher": "docs/enricher.md",
 	"demo":     "docs/demo.md",
 }
 

@@ -519,6 +519,9 @@ func (in *Inserter) saramaConfig() *sarama.Config {
 	sc := kafka.NewConfig("flowpipeline-inserter", in.version)
 	sc.Consumer.Return.Errors = true
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	// Never store an aborted transaction's records (the enricher writes
+	// its output in transactions; they stay in the log after an abort).
+	sc.Consumer.IsolationLevel = sarama.ReadCommitted
 	sc.Consumer.Fetch.Default = fetchDefault
 	sc.Consumer.Fetch.Max = fetchMaxBytes
 	sc.Consumer.Fetch.MaxBytes = fetchMaxBytes

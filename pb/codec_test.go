@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	flowpb "github.com/netsampler/goflow2/v2/pb"
@@ -128,6 +129,17 @@ func edgeValues(fd protoreflect.FieldDescriptor) []protoreflect.Value {
 			vs = append(vs, protoreflect.ValueOfEnum(v))
 		}
 		return vs
+	case protoreflect.StringKind:
+		// ASCII, multi-byte runes (and U+FFFD itself, valid UTF-8), and
+		// lengths around the one- and two-byte length prefixes.
+		vs := []protoreflect.Value{
+			protoreflect.ValueOfString("x"), protoreflect.ValueOfString("CH"),
+			protoreflect.ValueOfString("Zürich 東京 🚀"), protoreflect.ValueOfString("\uFFFD"),
+		}
+		for _, n := range []int{127, 128, 300} {
+			vs = append(vs, protoreflect.ValueOfString(strings.Repeat("é", n/2)+strings.Repeat("a", n%2)))
+		}
+		return vs
 	}
 	panic(fmt.Sprintf("test needs values for kind %v (field %s)", fd.Kind(), fd.Name()))
 }
@@ -184,8 +196,26 @@ func randomValue(rng *rand.Rand, fd protoreflect.FieldDescriptor) protoreflect.V
 			v = 1 + rng.Int32N(4)
 		}
 		return protoreflect.ValueOfEnum(protoreflect.EnumNumber(v))
+	case protoreflect.StringKind:
+		return protoreflect.ValueOfString(randomString(rng))
 	}
 	panic(fmt.Sprintf("test needs values for kind %v (field %s)", fd.Kind(), fd.Name()))
+}
+
+// randomString is a non-empty valid UTF-8 string of 1 to 40 runes (now and
+// then 100 to 200) from one- to four-byte ranges.
+func randomString(rng *rand.Rand) string {
+	n := 1 + rng.IntN(40)
+	if rng.IntN(10) == 0 {
+		n = 100 + rng.IntN(100)
+	}
+	ranges := [][2]rune{{0x20, 0x7f}, {0x80, 0x800}, {0x800, 0xd800}, {0x10000, 0x10ffff}}
+	var sb strings.Builder
+	for range n {
+		r := ranges[rng.IntN(len(ranges))]
+		sb.WriteRune(r[0] + rng.Int32N(r[1]-r[0]))
+	}
+	return sb.String()
 }
 
 // TestCodecRandom: messages with every field set (even seeds) or a random
@@ -311,6 +341,42 @@ func wireCases() map[string][]byte {
 		"deep groups":                    cat(bytes.Repeat(tag(5, protowire.StartGroupType), 10001), bytes.Repeat(tag(5, protowire.EndGroupType), 10001)),
 		"groups at the recursion limit":  cat(bytes.Repeat(tag(5, protowire.StartGroupType), 9999), bytes.Repeat(tag(5, protowire.EndGroupType), 9999)),
 		"unknown fixed fields then good": cat(tag(50, protowire.Fixed32Type), make([]byte, 4), tag(51, protowire.Fixed64Type), make([]byte, 8), good),
+		// The enricher's fields (2001-2019): strings must be UTF-8.
+		"string":                     cat(tag(2001, protowire.BytesType), v(2), []byte("CH")),
+		"string multi-byte":          cat(tag(2015, protowire.BytesType), v(7), []byte("Zürich")),
+		"string twice (last wins)":   cat(tag(2003, protowire.BytesType), v(1), []byte("a"), tag(2003, protowire.BytesType), v(1), []byte("b")),
+		"string then empty":          cat(tag(2011, protowire.BytesType), v(1), []byte("a"), tag(2011, protowire.BytesType), v(0)),
+		"string invalid UTF-8":       cat(tag(2001, protowire.BytesType), v(2), []byte{'C', 0xff}),
+		"string cut rune":            cat(tag(2014, protowire.BytesType), v(2), []byte{0xc3, 'a'}),
+		"string surrogate":           cat(tag(2002, protowire.BytesType), v(3), []byte{0xed, 0xa0, 0x80}),
+		"string as varint":           cat(tag(2001, protowire.VarintType), v(7)),
+		"speed as bytes":             cat(tag(2016, protowire.BytesType), v(1), []byte{1}),
+		"boundary negative":          cat(tag(2018, protowire.VarintType), v(math.MaxUint64)),
+		"boundary over 32 bits":      cat(tag(2019, protowire.VarintType), v(1<<40|2)),
+		"past the enricher's fields": cat(tag(2020, protowire.BytesType), v(1), []byte{0xff}),
+	}
+}
+
+// TestAppendWireInvalidUTF8: proto.Marshal refuses a string field that is
+// not UTF-8; AppendWire writes what proto.Marshal writes for the string
+// made valid by strings.ToValidUTF8, and WireSize agrees.
+func TestAppendWireInvalidUTF8(t *testing.T) {
+	for _, s := range []string{"\xff", "a\xffb", "a\xff\xfe\xfdb", "\xc3", "ok\xe2\x82", "\xed\xa0\x80", "é\x80é\x80\x80", strings.Repeat("\x80", 200), "abcdefgh\xffabcdefgh", "abcdefghijklmno\xe2\x82", "abcdefghijklmnopqrstuvwxyzABCDEFG\xc3"} {
+		m := &pb.FlowMessage{SrcAsName: s, OutIfDescription: "fine " + s, Bytes: 1}
+		if _, err := proto.Marshal(m); err == nil {
+			t.Fatalf("%q: proto.Marshal accepts it; not a test of invalid UTF-8", s)
+		}
+		valid := &pb.FlowMessage{SrcAsName: strings.ToValidUTF8(s, "\uFFFD"), OutIfDescription: strings.ToValidUTF8("fine "+s, "\uFFFD"), Bytes: 1}
+		want, err := proto.Marshal(valid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.AppendWire(nil); !bytes.Equal(got, want) {
+			t.Errorf("%q: AppendWire\n got %x\nwant %x", s, got, want)
+		}
+		if got := m.WireSize(); got != len(want) {
+			t.Errorf("%q: WireSize %d, want %d", s, got, len(want))
+		}
 	}
 }
 

@@ -17,6 +17,19 @@ import (
 // its flow.proto. Their numbers must stay free upstream.
 var notUpstream = map[protoreflect.Name]bool{"flow_direction": true}
 
+// firstEnrichment is the first number of the enricher's fields (flow.proto):
+// from there on every field is ours, and goflow2 must declare none.
+const firstEnrichment = 2001
+
+// enrichmentFields is how many fields the enricher adds.
+const enrichmentFields = 19
+
+// upstream reports whether fd is one of goflow2's fields, not the enricher's
+// nor one goflow2 leaves commented out.
+func upstream(fd protoreflect.FieldDescriptor) bool {
+	return fd.Number() < firstEnrichment && !notUpstream[fd.Name()]
+}
+
 func ourFields() protoreflect.FieldDescriptors {
 	return (&pb.FlowMessage{}).ProtoReflect().Descriptor().Fields()
 }
@@ -32,9 +45,20 @@ func TestSchemaMatchesGoflow2(t *testing.T) {
 	if ours.Len() == 0 {
 		t.Fatal("our FlowMessage has no fields")
 	}
+	enrichment := 0
 	for i := 0; i < ours.Len(); i++ {
 		o := ours.Get(i)
 		th := theirs.ByName(o.Name())
+		if o.Number() >= firstEnrichment {
+			enrichment++
+			if th != nil {
+				t.Errorf("enrichment field %s (#%d) has the name of goflow2's field #%d", o.Name(), o.Number(), th.Number())
+			}
+			if other := theirs.ByNumber(o.Number()); other != nil {
+				t.Errorf("enrichment field %s uses #%d, which goflow2 uses for %s", o.Name(), o.Number(), other.Name())
+			}
+			continue
+		}
 		if th == nil {
 			if !notUpstream[o.Name()] {
 				t.Errorf("field %s (#%d) does not exist in goflow2's FlowMessage", o.Name(), o.Number())
@@ -64,6 +88,15 @@ func TestSchemaMatchesGoflow2(t *testing.T) {
 			}
 		}
 	}
+	if enrichment != enrichmentFields {
+		t.Errorf("%d fields at #%d and above, want the enricher's %d", enrichment, firstEnrichment, enrichmentFields)
+	}
+	// The whole range is ours: goflow2 declares nothing at 2001 or above.
+	for i := 0; i < theirs.Len(); i++ {
+		if th := theirs.Get(i); th.Number() >= firstEnrichment {
+			t.Errorf("goflow2 declares %s at #%d, in the enricher's range", th.Name(), th.Number())
+		}
+	}
 }
 
 // distinctValue is a non-zero value for field i, different for every field,
@@ -83,13 +116,18 @@ func distinctValue(fd protoreflect.FieldDescriptor, i int) protoreflect.Value {
 	case protoreflect.EnumKind:
 		vals := fd.Enum().Values()
 		return protoreflect.ValueOfEnum(vals.Get(vals.Len() - 1).Number())
+	case protoreflect.StringKind:
+		return protoreflect.ValueOfString(fmt.Sprintf("%s-%d-Zürich", fd.Name(), i))
 	}
 	panic(fmt.Sprintf("test needs a value for kind %v (field %s)", fd.Kind(), fd.Name()))
 }
 
 func sameValue(fd protoreflect.FieldDescriptor, a, b protoreflect.Value) bool {
-	if fd.Kind() == protoreflect.BytesKind {
+	switch fd.Kind() {
+	case protoreflect.BytesKind:
 		return bytes.Equal(a.Bytes(), b.Bytes())
+	case protoreflect.EnumKind:
+		return a.Enum() == b.Enum()
 	}
 	return a.Interface() == b.Interface()
 }
@@ -139,8 +177,8 @@ func TestGoflow2ToOurs(t *testing.T) {
 		}
 		checked++
 	}
-	if checked != ours.Len()-len(notUpstream) {
-		t.Errorf("checked %d fields, want %d", checked, ours.Len()-len(notUpstream))
+	if want := ours.Len() - len(notUpstream) - enrichmentFields; checked != want {
+		t.Errorf("checked %d fields, want %d", checked, want)
 	}
 	// The goflow2-only fields travel on as unknown fields, so re-encoding
 	// with ours loses nothing.
@@ -178,9 +216,9 @@ func TestOursToGoflow2(t *testing.T) {
 		o := ours.Get(i)
 		want := distinctValue(o, i)
 		th := theirs.ByName(o.Name())
-		if th == nil {
+		if !upstream(o) {
 			// Upstream keeps it as an unknown field with our number and value.
-			if !unknownHasVarint(gotR.GetUnknown(), o.Number(), want) {
+			if th != nil || !unknownHas(gotR.GetUnknown(), o, want) {
 				t.Errorf("field %s (#%d) not preserved as an unknown field by goflow2", o.Name(), o.Number())
 			}
 			continue
@@ -191,16 +229,28 @@ func TestOursToGoflow2(t *testing.T) {
 	}
 }
 
-func unknownHasVarint(b []byte, num protoreflect.FieldNumber, want protoreflect.Value) bool {
+// unknownHas reports whether the unknown fields b hold fd's number with
+// want's value (a varint, or a string's bytes).
+func unknownHas(b []byte, fd protoreflect.FieldDescriptor, want protoreflect.Value) bool {
 	for len(b) > 0 {
 		n, typ, l := protowire.ConsumeTag(b)
 		if l < 0 {
 			return false
 		}
 		b = b[l:]
-		if n == num && typ == protowire.VarintType {
+		if n == fd.Number() && typ == protowire.VarintType {
 			v, l := protowire.ConsumeVarint(b)
-			return l > 0 && v == uint64(want.Uint())
+			switch fd.Kind() {
+			case protoreflect.EnumKind:
+				return l > 0 && v == uint64(want.Enum())
+			case protoreflect.Uint32Kind, protoreflect.Uint64Kind:
+				return l > 0 && v == want.Uint()
+			}
+			return false
+		}
+		if n == fd.Number() && typ == protowire.BytesType {
+			v, l := protowire.ConsumeBytes(b)
+			return l > 0 && fd.Kind() == protoreflect.StringKind && string(v) == want.String()
 		}
 		l = protowire.ConsumeFieldValue(n, typ, b)
 		if l < 0 {

@@ -94,6 +94,57 @@ func (FlowMessage_FlowType) EnumDescriptor() ([]byte, []int) {
 	return file_flow_proto_rawDescGZIP(), []int{0, 0}
 }
 
+// Whether an interface faces the outside (transit, peering, customers)
+// or the inside of the network.
+type FlowMessage_Boundary int32
+
+const (
+	FlowMessage_BOUNDARY_UNDEFINED FlowMessage_Boundary = 0
+	FlowMessage_BOUNDARY_EXTERNAL  FlowMessage_Boundary = 1
+	FlowMessage_BOUNDARY_INTERNAL  FlowMessage_Boundary = 2
+)
+
+// Enum value maps for FlowMessage_Boundary.
+var (
+	FlowMessage_Boundary_name = map[int32]string{
+		0: "BOUNDARY_UNDEFINED",
+		1: "BOUNDARY_EXTERNAL",
+		2: "BOUNDARY_INTERNAL",
+	}
+	FlowMessage_Boundary_value = map[string]int32{
+		"BOUNDARY_UNDEFINED": 0,
+		"BOUNDARY_EXTERNAL":  1,
+		"BOUNDARY_INTERNAL":  2,
+	}
+)
+
+func (x FlowMessage_Boundary) Enum() *FlowMessage_Boundary {
+	p := new(FlowMessage_Boundary)
+	*p = x
+	return p
+}
+
+func (x FlowMessage_Boundary) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FlowMessage_Boundary) Descriptor() protoreflect.EnumDescriptor {
+	return file_flow_proto_enumTypes[1].Descriptor()
+}
+
+func (FlowMessage_Boundary) Type() protoreflect.EnumType {
+	return &file_flow_proto_enumTypes[1]
+}
+
+func (x FlowMessage_Boundary) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FlowMessage_Boundary.Descriptor instead.
+func (FlowMessage_Boundary) EnumDescriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{0, 1}
+}
+
 type FlowMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Type  FlowMessage_FlowType   `protobuf:"varint,1,opt,name=type,proto3,enum=flowpipeline.FlowMessage_FlowType" json:"type,omitempty"`
@@ -144,8 +195,32 @@ type FlowMessage struct {
 	BgpNextHop          []byte `protobuf:"bytes,100,opt,name=bgp_next_hop,json=bgpNextHop,proto3" json:"bgp_next_hop,omitempty"`
 	ObservationDomainId uint32 `protobuf:"varint,70,opt,name=observation_domain_id,json=observationDomainId,proto3" json:"observation_domain_id,omitempty"`
 	ObservationPointId  uint32 `protobuf:"varint,71,opt,name=observation_point_id,json=observationPointId,proto3" json:"observation_point_id,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// ISO 3166-1 alpha-2 codes of the addresses' countries.
+	SrcCountry string `protobuf:"bytes,2001,opt,name=src_country,json=srcCountry,proto3" json:"src_country,omitempty"`
+	DstCountry string `protobuf:"bytes,2002,opt,name=dst_country,json=dstCountry,proto3" json:"dst_country,omitempty"`
+	// Names of src_as and dst_as.
+	SrcAsName string `protobuf:"bytes,2003,opt,name=src_as_name,json=srcAsName,proto3" json:"src_as_name,omitempty"`
+	DstAsName string `protobuf:"bytes,2004,opt,name=dst_as_name,json=dstAsName,proto3" json:"dst_as_name,omitempty"`
+	// The most specific configured network holding each address.
+	SrcNetName string `protobuf:"bytes,2005,opt,name=src_net_name,json=srcNetName,proto3" json:"src_net_name,omitempty"`
+	DstNetName string `protobuf:"bytes,2006,opt,name=dst_net_name,json=dstNetName,proto3" json:"dst_net_name,omitempty"`
+	SrcNetRole string `protobuf:"bytes,2007,opt,name=src_net_role,json=srcNetRole,proto3" json:"src_net_role,omitempty"`
+	DstNetRole string `protobuf:"bytes,2008,opt,name=dst_net_role,json=dstNetRole,proto3" json:"dst_net_role,omitempty"`
+	SrcNetSite string `protobuf:"bytes,2009,opt,name=src_net_site,json=srcNetSite,proto3" json:"src_net_site,omitempty"`
+	DstNetSite string `protobuf:"bytes,2010,opt,name=dst_net_site,json=dstNetSite,proto3" json:"dst_net_site,omitempty"`
+	// The exporter (sampler_address) and its interfaces in_if and out_if.
+	ExporterName     string `protobuf:"bytes,2011,opt,name=exporter_name,json=exporterName,proto3" json:"exporter_name,omitempty"`
+	InIfName         string `protobuf:"bytes,2012,opt,name=in_if_name,json=inIfName,proto3" json:"in_if_name,omitempty"`
+	OutIfName        string `protobuf:"bytes,2013,opt,name=out_if_name,json=outIfName,proto3" json:"out_if_name,omitempty"`
+	InIfDescription  string `protobuf:"bytes,2014,opt,name=in_if_description,json=inIfDescription,proto3" json:"in_if_description,omitempty"`
+	OutIfDescription string `protobuf:"bytes,2015,opt,name=out_if_description,json=outIfDescription,proto3" json:"out_if_description,omitempty"`
+	// Bits per second.
+	InIfSpeed     uint64               `protobuf:"varint,2016,opt,name=in_if_speed,json=inIfSpeed,proto3" json:"in_if_speed,omitempty"`
+	OutIfSpeed    uint64               `protobuf:"varint,2017,opt,name=out_if_speed,json=outIfSpeed,proto3" json:"out_if_speed,omitempty"`
+	InIfBoundary  FlowMessage_Boundary `protobuf:"varint,2018,opt,name=in_if_boundary,json=inIfBoundary,proto3,enum=flowpipeline.FlowMessage_Boundary" json:"in_if_boundary,omitempty"`
+	OutIfBoundary FlowMessage_Boundary `protobuf:"varint,2019,opt,name=out_if_boundary,json=outIfBoundary,proto3,enum=flowpipeline.FlowMessage_Boundary" json:"out_if_boundary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FlowMessage) Reset() {
@@ -458,13 +533,145 @@ func (x *FlowMessage) GetObservationPointId() uint32 {
 	return 0
 }
 
+func (x *FlowMessage) GetSrcCountry() string {
+	if x != nil {
+		return x.SrcCountry
+	}
+	return ""
+}
+
+func (x *FlowMessage) GetDstCountry() string {
+	if x != nil {
+		return x.DstCountry
+	}
+	return ""
+}
+
+func (x *FlowMessage) GetSrcAsName() string {
+	if x != nil {
+		return x.SrcAsName
+	}
+	return ""
+}
+
+func (x *FlowMessage) GetDstAsName() string {
+	if x != nil {
+		return x.DstAsName
+	}
+	return ""
+}
+
+func (x *FlowMessage) GetSrcNetName() string {
+	if x != nil {
+		return x.SrcNetName
+	}
+	return ""
+}
+
+func (x *FlowMessage) GetDstNetName() string {
+	if x != nil {
+		return x.DstNetName
+	}
+	return ""
+}
+
+func (x *FlowMessage) GetSrcNetRole() string {
+	if x != nil {
+		return x.SrcNetRole
+	}
+	return ""
+}
+
+func (x *FlowMessage) GetDstNetRole() string {
+	if x != nil {
+		return x.DstNetRole
+	}
+	return ""
+}
+
+func (x *FlowMessage) GetSrcNetSite() string {
+	if x != nil {
+		return x.SrcNetSite
+	}
+	return ""
+}
+
+func (x *FlowMessage) GetDstNetSite() string {
+	if x != nil {
+		return x.DstNetSite
+	}
+	return ""
+}
+
+func (x *FlowMessage) GetExporterName() string {
+	if x != nil {
+		return x.ExporterName
+	}
+	return ""
+}
+
+func (x *FlowMessage) GetInIfName() string {
+	if x != nil {
+		return x.InIfName
+	}
+	return ""
+}
+
+func (x *FlowMessage) GetOutIfName() string {
+	if x != nil {
+		return x.OutIfName
+	}
+	return ""
+}
+
+func (x *FlowMessage) GetInIfDescription() string {
+	if x != nil {
+		return x.InIfDescription
+	}
+	return ""
+}
+
+func (x *FlowMessage) GetOutIfDescription() string {
+	if x != nil {
+		return x.OutIfDescription
+	}
+	return ""
+}
+
+func (x *FlowMessage) GetInIfSpeed() uint64 {
+	if x != nil {
+		return x.InIfSpeed
+	}
+	return 0
+}
+
+func (x *FlowMessage) GetOutIfSpeed() uint64 {
+	if x != nil {
+		return x.OutIfSpeed
+	}
+	return 0
+}
+
+func (x *FlowMessage) GetInIfBoundary() FlowMessage_Boundary {
+	if x != nil {
+		return x.InIfBoundary
+	}
+	return FlowMessage_BOUNDARY_UNDEFINED
+}
+
+func (x *FlowMessage) GetOutIfBoundary() FlowMessage_Boundary {
+	if x != nil {
+		return x.OutIfBoundary
+	}
+	return FlowMessage_BOUNDARY_UNDEFINED
+}
+
 var File_flow_proto protoreflect.FileDescriptor
 
 const file_flow_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"flow.proto\x12\fflowpipeline\"\xbf\n" +
-	"\n" +
+	"flow.proto\x12\fflowpipeline\"\x87\x11\n" +
 	"\vFlowMessage\x126\n" +
 	"\x04type\x18\x01 \x01(\x0e2\".flowpipeline.FlowMessage.FlowTypeR\x04type\x12(\n" +
 	"\x10time_received_ns\x18n \x01(\x04R\x0etimeReceivedNs\x12!\n" +
@@ -507,7 +714,36 @@ const file_flow_proto_rawDesc = "" +
 	"\fbgp_next_hop\x18d \x01(\fR\n" +
 	"bgpNextHop\x122\n" +
 	"\x15observation_domain_id\x18F \x01(\rR\x13observationDomainId\x120\n" +
-	"\x14observation_point_id\x18G \x01(\rR\x12observationPointId\"S\n" +
+	"\x14observation_point_id\x18G \x01(\rR\x12observationPointId\x12 \n" +
+	"\vsrc_country\x18\xd1\x0f \x01(\tR\n" +
+	"srcCountry\x12 \n" +
+	"\vdst_country\x18\xd2\x0f \x01(\tR\n" +
+	"dstCountry\x12\x1f\n" +
+	"\vsrc_as_name\x18\xd3\x0f \x01(\tR\tsrcAsName\x12\x1f\n" +
+	"\vdst_as_name\x18\xd4\x0f \x01(\tR\tdstAsName\x12!\n" +
+	"\fsrc_net_name\x18\xd5\x0f \x01(\tR\n" +
+	"srcNetName\x12!\n" +
+	"\fdst_net_name\x18\xd6\x0f \x01(\tR\n" +
+	"dstNetName\x12!\n" +
+	"\fsrc_net_role\x18\xd7\x0f \x01(\tR\n" +
+	"srcNetRole\x12!\n" +
+	"\fdst_net_role\x18\xd8\x0f \x01(\tR\n" +
+	"dstNetRole\x12!\n" +
+	"\fsrc_net_site\x18\xd9\x0f \x01(\tR\n" +
+	"srcNetSite\x12!\n" +
+	"\fdst_net_site\x18\xda\x0f \x01(\tR\n" +
+	"dstNetSite\x12$\n" +
+	"\rexporter_name\x18\xdb\x0f \x01(\tR\fexporterName\x12\x1d\n" +
+	"\n" +
+	"in_if_name\x18\xdc\x0f \x01(\tR\binIfName\x12\x1f\n" +
+	"\vout_if_name\x18\xdd\x0f \x01(\tR\toutIfName\x12+\n" +
+	"\x11in_if_description\x18\xde\x0f \x01(\tR\x0finIfDescription\x12-\n" +
+	"\x12out_if_description\x18\xdf\x0f \x01(\tR\x10outIfDescription\x12\x1f\n" +
+	"\vin_if_speed\x18\xe0\x0f \x01(\x04R\tinIfSpeed\x12!\n" +
+	"\fout_if_speed\x18\xe1\x0f \x01(\x04R\n" +
+	"outIfSpeed\x12I\n" +
+	"\x0ein_if_boundary\x18\xe2\x0f \x01(\x0e2\".flowpipeline.FlowMessage.BoundaryR\finIfBoundary\x12K\n" +
+	"\x0fout_if_boundary\x18\xe3\x0f \x01(\x0e2\".flowpipeline.FlowMessage.BoundaryR\routIfBoundary\"S\n" +
 	"\bFlowType\x12\x0f\n" +
 	"\vFLOWUNKNOWN\x10\x00\x12\v\n" +
 	"\aSFLOW_5\x10\x01\x12\x0e\n" +
@@ -515,7 +751,11 @@ const file_flow_proto_rawDesc = "" +
 	"NETFLOW_V5\x10\x02\x12\x0e\n" +
 	"\n" +
 	"NETFLOW_V9\x10\x03\x12\t\n" +
-	"\x05IPFIX\x10\x04B5Z3github.com/spendletonliveaction/flow-pipeline/pb;pbb\x06proto3"
+	"\x05IPFIX\x10\x04\"P\n" +
+	"\bBoundary\x12\x16\n" +
+	"\x12BOUNDARY_UNDEFINED\x10\x00\x12\x15\n" +
+	"\x11BOUNDARY_EXTERNAL\x10\x01\x12\x15\n" +
+	"\x11BOUNDARY_INTERNAL\x10\x02B5Z3github.com/spendletonliveaction/flow-pipeline/pb;pbb\x06proto3"
 
 var (
 	file_flow_proto_rawDescOnce sync.Once
@@ -529,19 +769,22 @@ func file_flow_proto_rawDescGZIP() []byte {
 	return file_flow_proto_rawDescData
 }
 
-var file_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_flow_proto_goTypes = []any{
 	(FlowMessage_FlowType)(0), // 0: flowpipeline.FlowMessage.FlowType
-	(*FlowMessage)(nil),       // 1: flowpipeline.FlowMessage
+	(FlowMessage_Boundary)(0), // 1: flowpipeline.FlowMessage.Boundary
+	(*FlowMessage)(nil),       // 2: flowpipeline.FlowMessage
 }
 var file_flow_proto_depIdxs = []int32{
 	0, // 0: flowpipeline.FlowMessage.type:type_name -> flowpipeline.FlowMessage.FlowType
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	1, // 1: flowpipeline.FlowMessage.in_if_boundary:type_name -> flowpipeline.FlowMessage.Boundary
+	1, // 2: flowpipeline.FlowMessage.out_if_boundary:type_name -> flowpipeline.FlowMessage.Boundary
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_flow_proto_init() }
@@ -554,7 +797,7 @@ func file_flow_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flow_proto_rawDesc), len(file_flow_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   1,
 			NumExtensions: 0,
 			NumServices:   0,
