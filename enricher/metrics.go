@@ -2,6 +2,7 @@ package enricher
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,7 +46,7 @@ type metrics struct {
 	ready             prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		flowsIn: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flowpipeline_enricher_flows_in_total",
 			Help: "Flows read from the input topic (flows of an aborted transaction are read again and counted again)."}, nil),
@@ -70,9 +71,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.flowsIn.WithLabelValues()
 	m.flowsOut.WithLabelValues()
 	if reg != nil {
-		reg.MustRegister(m.flowsIn, m.flowsOut, m.invalid, m.dlq, m.txns, m.lag, m.ready)
+		for _, c := range []prometheus.Collector{m.flowsIn, m.flowsOut, m.invalid, m.dlq, m.txns, m.lag, m.ready} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register enricher metrics: %w", err)
+			}
+		}
 	}
-	return m
+	return m, nil
 }
 
 func partLabel(p int32) string { return strconv.Itoa(int(p)) }

@@ -76,7 +76,11 @@ func NewPipeline(cfg Config, tr Transformer, logger *slog.Logger, reg prometheus
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Pipeline{cfg: cfg, tr: tr, logger: logger, m: newMetrics(reg)}, nil
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Pipeline{cfg: cfg, tr: tr, logger: logger, m: m}, nil
 }
 
 // Ready reports whether the pipeline reached Kafka and consumes.

@@ -13,20 +13,19 @@ import (
 	"net/netip"
 
 	"github.com/gaissmai/bart"
+
+	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 
 // Boundary says whether an interface faces the outside (transit, peering,
-// customers) or the inside of the network.
-//
-// The values are those of pb.FlowMessage_Boundary (undefined 0, external 1,
-// internal 2); this becomes an alias of it once the pb package has it.
-type Boundary int32
+// customers) or the inside of the network: the wire enum itself.
+type Boundary = pb.FlowMessage_Boundary
 
-// The Boundary values, equal to pb's FlowMessage_BOUNDARY_*.
+// The Boundary values.
 const (
-	BoundaryUndefined Boundary = 0
-	BoundaryExternal  Boundary = 1
-	BoundaryInternal  Boundary = 2
+	BoundaryUndefined = pb.FlowMessage_BOUNDARY_UNDEFINED
+	BoundaryExternal  = pb.FlowMessage_BOUNDARY_EXTERNAL
+	BoundaryInternal  = pb.FlowMessage_BOUNDARY_INTERNAL
 )
 
 // Network is what the networks file says about a prefix.

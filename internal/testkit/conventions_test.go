@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spendletonliveaction/flow-pipeline/enricher"
+	"github.com/spendletonliveaction/flow-pipeline/enricher/sources"
 	"github.com/spendletonliveaction/flow-pipeline/inserter"
 	"github.com/spendletonliveaction/flow-pipeline/mocker"
 )
@@ -35,7 +37,7 @@ func (r *recorder) Register(c prometheus.Collector) error {
 // metricName is docs/conventions.md's rule:
 // flowpipeline_<component>_<what>_<unit|total>, where the unit is a base
 // unit or the thing counted, and a 0/1 state gauge is named for the state.
-var metricName = regexp.MustCompile(`^flowpipeline_(mocker|inserter)_[a-z0-9_]+_(total|seconds|bytes|flows|records)$|^flowpipeline_(mocker|inserter)_ready$`)
+var metricName = regexp.MustCompile(`^flowpipeline_(mocker|inserter|enricher)_[a-z0-9_]+_(total|seconds|bytes|flows|records)$|^flowpipeline_(mocker|inserter|enricher)_ready$`)
 
 func TestMetricNames(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -47,8 +49,17 @@ func TestMetricNames(t *testing.T) {
 	if _, err := inserter.New(inserter.Config{Brokers: []string{"127.0.0.1:1"}, PostgresDSN: "postgres://u@127.0.0.1:1/db"}, logger, rec); err != nil {
 		t.Fatal(err)
 	}
-	if nMocker < 4 || len(rec.names)-nMocker < 10 {
-		t.Fatalf("saw only %d mocker and %d inserter metrics: %q", nMocker, len(rec.names)-nMocker, rec.names)
+	nInserter := len(rec.names) - nMocker
+	cfg := enricher.DefaultConfig()
+	if _, err := enricher.NewPipeline(cfg, &enricher.Passthrough{}, logger, rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sources.NewLoader(sources.DefaultConfig(), logger, rec); err != nil {
+		t.Fatal(err)
+	}
+	nEnricher := len(rec.names) - nMocker - nInserter
+	if nMocker < 4 || nInserter < 10 || nEnricher < 9 {
+		t.Fatalf("saw only %d mocker, %d inserter and %d enricher metrics: %q", nMocker, nInserter, nEnricher, rec.names)
 	}
 	for _, name := range rec.names {
 		if !metricName.MatchString(name) {
