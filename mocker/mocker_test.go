@@ -49,9 +49,14 @@ type flowID struct {
 	seq     uint32
 }
 
-// expectedIDs are the (exporter, sequence) pairs of the first n flows of seed.
+// expectedIDs are the (exporter, sequence) pairs of the first n flows of
+// seed, in the default (realistic, demo files) address plan.
 func expectedIDs(seed int64, n int) map[flowID]bool {
-	g := NewGenerator(seed)
+	p, err := DemoPlan()
+	if err != nil {
+		panic(err)
+	}
+	g := NewPlanGenerator(seed, p)
 	var m pb.FlowMessage
 	ids := make(map[flowID]bool, n)
 	for i := 0; i < n; i++ {
@@ -91,7 +96,7 @@ func readBackRecords(t *testing.T, brokers []string, topic string) readBackResul
 	t.Helper()
 	recs := goflow2test.ReadTopic(t, brokers, topic, 2*time.Minute)
 	rb := readBackResult{ids: make(map[flowID]int, len(recs)), perPartition: map[int32]int{},
-		recordsByFlows: map[int]int{}, records: len(recs), stats: newFlowStats()}
+		recordsByFlows: map[int]int{}, records: len(recs), stats: newRealisticFlowStats(t)}
 	for _, r := range recs {
 		flows, err := goflow2test.Decode(r.Value)
 		if err != nil {
