@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spendletonliveaction/flow-pipeline/enricher"
 	"github.com/spendletonliveaction/flow-pipeline/enricher/sources"
 	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
@@ -297,5 +298,75 @@ func TestDemoPlan(t *testing.T) {
 	}
 	if len(p.Customers) != 11 || sites["par1"] != 4 || sites["fra1"] != 3 || sites["nyc1"] != 4 {
 		t.Errorf("%d customer prefixes by site %v, want 11: par1 4, fra1 3, nyc1 4", len(p.Customers), sites)
+	}
+}
+
+// TestRealisticFlowsEnriched: the enricher, with the real ip-location-db
+// data and the shipped demo files, names every part of every realistic
+// flow: the remote side's AS (as the table says) and country, the local
+// customer, the exporter, both interfaces with their boundaries, and the
+// NetFlow v5 flows' sampling rate.
+func TestRealisticFlowsEnriched(t *testing.T) {
+	d := geodataDir()
+	cfg := sources.Config{
+		CountryFile:   filepath.Join(d, "geo-whois-asn-country-mmdb", "geo-whois-asn-country.mmdb"),
+		ASNFiles:      []string{filepath.Join(d, "asn", "asn-ipv4.csv"), filepath.Join(d, "asn", "asn-ipv6.csv")},
+		NetworksFile:  filepath.Join("..", "config", "demo-networks.yml"),
+		ExportersFile: filepath.Join("..", "config", "demo-exporters.yml"),
+	}
+	for _, p := range append([]string{cfg.CountryFile}, cfg.ASNFiles...) {
+		if _, err := os.Stat(p); err != nil {
+			testenv.Unavailable(t, "the ip-location-db data is not fetched (%v); run `make geodata`", err)
+		}
+	}
+	set := loadSources(t, cfg)
+	plan := demoPlan(t)
+	v5Rate := map[netip.Addr]uint64{}
+	for _, e := range plan.Exporters {
+		if e.Type == pb.FlowMessage_NETFLOW_V5 {
+			v5Rate[e.Addr] = e.SamplingRate
+		}
+	}
+	const n = 20_000
+	g := NewPlanGenerator(1, plan)
+	var m pb.FlowMessage
+	var e pb.Enrichment
+	var c sources.LookupCounts
+	var remoteOK, localOK, exporterOK, rateFilled, rateWrong int
+	countries := map[string]int{}
+	for i := 0; i < n; i++ {
+		g.Next(&m, time.Unix(1_800_000_000, 0))
+		enricher.Enrich(set, &m, &e, enricher.Options{}, &c)
+		remoteAS, remoteName, remoteCountry := m.SrcAs, e.SrcAsName, e.SrcCountry
+		localName, localRole := e.DstNetName, e.DstNetRole
+		if m.SrcAs == 0 { // outbound
+			remoteAS, remoteName, remoteCountry = m.DstAs, e.DstAsName, e.DstCountry
+			localName, localRole = e.SrcNetName, e.SrcNetRole
+		}
+		if n := networkOfAS(remoteAS); n != nil && remoteName == n.Name && remoteCountry != "" {
+			remoteOK++
+		}
+		countries[remoteCountry]++
+		if localName != "" && localRole == "customer" {
+			localOK++
+		}
+		if e.ExporterName != "" && e.InIfName != "" && e.OutIfName != "" && e.InIfSpeed != 0 && e.OutIfSpeed != 0 &&
+			e.InIfBoundary != e.OutIfBoundary && e.InIfBoundary != pb.FlowMessage_BOUNDARY_UNDEFINED && e.OutIfBoundary != pb.FlowMessage_BOUNDARY_UNDEFINED {
+			exporterOK++
+		}
+		samp, _ := netip.AddrFromSlice(m.SamplerAddress)
+		if want, v5 := v5Rate[samp]; v5 && m.SamplingRate == 0 && e.SamplingRate == want {
+			rateFilled++
+		} else if v5 || e.SamplingRate != 0 {
+			rateWrong++
+		}
+	}
+	t.Logf("%d flows: remote countries %v; %d NetFlow v5 flows got their rate from the exporters file", n, countries, rateFilled)
+	if remoteOK != n || localOK != n || exporterOK != n || rateWrong != 0 || rateFilled == 0 {
+		t.Fatalf("of %d flows: %d remote sides named as the table, %d local customers, %d exporters with both interfaces; %d rates filled, %d wrong",
+			n, remoteOK, localOK, exporterOK, rateFilled, rateWrong)
+	}
+	if len(countries) < 5 {
+		t.Errorf("remote sides in %d countries, want several", len(countries))
 	}
 }
