@@ -15,9 +15,20 @@ import (
 )
 
 // BenchmarkGenerate measures the per-flow cost of making a record value:
-// Next plus the length-delimited encoding.
+// Next plus the length-delimited encoding, in the documentation address
+// plan and in the realistic one (the mocker's default) with the demo files.
 func BenchmarkGenerate(b *testing.B) {
-	g := NewGenerator(1)
+	b.Run(AddressesDocumentation, func(b *testing.B) { benchGenerate(b, NewGenerator(1)) })
+	b.Run(AddressesRealistic, func(b *testing.B) {
+		p, err := DemoPlan()
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchGenerate(b, NewPlanGenerator(1, p))
+	})
+}
+
+func benchGenerate(b *testing.B, g *Generator) {
 	var m pb.FlowMessage
 	buf := make([]byte, 0, 256)
 	now := time.Now()

@@ -119,12 +119,15 @@ type Generator struct {
 	exporters []exporter
 	expCDF    []float64
 	svcCDF    []float64
+	real      *realPlan // the realistic address plan; nil: the documentation one
 }
 
-// NewGenerator builds the host population, networks and exporters for seed.
+// NewGenerator builds the host population, networks and exporters of the
+// documentation address plan (AddressesDocumentation) for seed.
 func NewGenerator(seed int64) *Generator {
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x6d6f636b6572)) // "mocker"
 	g := &Generator{rng: rng}
+	g.svcCDF = cdf(len(services), func(i int) float64 { return services[i].weight })
 
 	nets := buildNetworks()
 	g.v4 = make([]host, numHostsV4)
@@ -150,7 +153,17 @@ func NewGenerator(seed int64) *Generator {
 		g.exporters[i].seq = 1
 	}
 	g.expCDF = cdf(len(g.exporters), func(i int) float64 { return g.exporters[i].weight })
+	return g
+}
+
+// NewPlanGenerator builds a generator of the realistic address plan
+// (AddressesRealistic): remote hosts in RemoteNetworks, local hosts in
+// p's customer prefixes, flows through p's exporters and interfaces.
+func NewPlanGenerator(seed int64, p *Plan) *Generator {
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x6d6f636b6572)) // "mocker"
+	g := &Generator{rng: rng}
 	g.svcCDF = cdf(len(services), func(i int) float64 { return services[i].weight })
+	g.real = newRealPlan(rng, p)
 	return g
 }
 
@@ -269,6 +282,10 @@ func pick(cdf []float64, u float64) int {
 // Next overwrites m with the next flow, received at now. Reusing m across
 // calls avoids allocating: its address buffers are kept and refilled.
 func (g *Generator) Next(m *pb.FlowMessage, now time.Time) {
+	if g.real != nil {
+		g.nextReal(m, now)
+		return
+	}
 	r := g.rng
 	srcBuf, dstBuf, samplerBuf, hopBuf := m.SrcAddr[:0], m.DstAddr[:0], m.SamplerAddress[:0], m.NextHop[:0]
 	m.Reset()
@@ -316,6 +333,13 @@ func (g *Generator) Next(m *pb.FlowMessage, now time.Time) {
 	if m.OutIf == m.InIf {
 		m.OutIf = m.InIf%e.ifaces + 1
 	}
+	g.fillTraffic(m, v6, now)
+}
+
+// fillTraffic sets what both address plans share: TTL, protocol and ports,
+// packets and bytes, times.
+func (g *Generator) fillTraffic(m *pb.FlowMessage, v6 bool, now time.Time) {
+	r := g.rng
 	m.IpTtl = ttls[r.IntN(len(ttls))]
 	m.ForwardingStatus = forwarded
 

@@ -29,13 +29,57 @@ type flowStats struct {
 	ports0NonICMP     int
 	tcpWithoutFlags   int
 	timeOrderProblems int
+	// allowed says whether an address belongs to the address plan.
+	allowed func(netip.Addr) bool
+	plan    string
 }
 
+// newFlowStats checks flows of the documentation address plan.
 func newFlowStats() *flowStats {
 	return &flowStats{
 		srcBytes: map[netip.Addr]uint64{}, protos: map[uint32]int{},
 		samplers: map[netip.Addr]map[uint64]bool{}, lastSeq: map[netip.Addr]uint32{},
+		allowed: allowed, plan: AddressesDocumentation,
 	}
+}
+
+// newRealisticFlowStats checks flows of the realistic plan with the demo
+// files: every address is a demo customer's, a RemoteNetworks prefix's or
+// a demo exporter's.
+func newRealisticFlowStats(t testing.TB) *flowStats {
+	p := demoPlan(t)
+	var in []netip.Prefix
+	for _, c := range p.Customers {
+		in = append(in, c.Prefix)
+	}
+	for _, n := range RemoteNetworks {
+		for _, p := range n.Prefixes {
+			in = append(in, p.Prefix)
+		}
+	}
+	for _, e := range p.Exporters {
+		in = append(in, netip.PrefixFrom(e.Addr, 32))
+	}
+	s := newFlowStats()
+	s.plan = AddressesRealistic
+	s.allowed = func(a netip.Addr) bool {
+		for _, p := range in {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	return s
+}
+
+func demoPlan(t testing.TB) *Plan {
+	t.Helper()
+	p, err := DemoPlan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func (s *flowStats) problem(format string) {
@@ -79,7 +123,9 @@ func (s *flowStats) add(etype uint32, src, dst, sampler, nextHop []byte, bytes_,
 	default:
 		s.problem("etype neither 0x800 nor 0x86dd")
 	}
-	if bytes_ == 0 || packets == 0 || rate == 0 {
+	// The realistic plan's NetFlow v5 exporters send rate 0: check() checks
+	// the rate of each exporter.
+	if bytes_ == 0 || packets == 0 || (rate == 0 && s.plan == AddressesDocumentation) {
 		s.problem("zero bytes, packets or sampling rate")
 	}
 	if packets > maxPackets || bytes_ < packets*40 || bytes_ > packets*1500 {
@@ -91,7 +137,7 @@ func (s *flowStats) add(etype uint32, src, dst, sampler, nextHop []byte, bytes_,
 	srcA, _ := netip.AddrFromSlice(src)
 	dstA, _ := netip.AddrFromSlice(dst)
 	samp, _ := netip.AddrFromSlice(sampler)
-	if !allowed(srcA) || !allowed(dstA) || !allowed(samp) {
+	if !s.allowed(srcA) || !s.allowed(dstA) || !s.allowed(samp) {
 		s.publicAddrs++
 	}
 	s.srcBytes[srcA] += bytes_
@@ -141,7 +187,7 @@ func (s *flowStats) check(t *testing.T, ordered bool) {
 		t.Errorf("%d flows without time_flow_start_ns < time_flow_end_ns <= time_received_ns", s.timeOrderProblems)
 	}
 	if s.publicAddrs != 0 {
-		t.Errorf("%d flows with addresses outside documentation/private space", s.publicAddrs)
+		t.Errorf("%d flows with addresses outside the %s address plan", s.publicAddrs, s.plan)
 	}
 	if s.ports0NonICMP != 0 || s.tcpWithoutFlags != 0 {
 		t.Errorf("%d TCP/UDP flows with a zero port, %d TCP flows without flags", s.ports0NonICMP, s.tcpWithoutFlags)
@@ -173,6 +219,18 @@ func (s *flowStats) check(t *testing.T, ordered bool) {
 	if len(rates) != 4 {
 		t.Errorf("exporters share sampling rates: %v", rates)
 	}
+	if s.plan == AddressesRealistic {
+		// Each exporter sends the demo file's rate, but NetFlow v5 ones 0.
+		for _, e := range demoPlan(t).Exporters {
+			want := e.SamplingRate
+			if e.Type == pb.FlowMessage_NETFLOW_V5 {
+				want = 0
+			}
+			if rs := s.samplers[e.Addr]; len(rs) != 1 || !rs[want] {
+				t.Errorf("exporter %s (%s, %v) sent sampling rates %v, want only %d", e.Addr, e.Name, e.Type, rs, want)
+			}
+		}
+	}
 	top1, top10 := s.topShare(1), s.topShare(10)
 	t.Logf("%d flows, %d sources; top-1 source carries %.1f%% of bytes, top-10 %.1f%%",
 		s.n, len(s.srcBytes), 100*top1, 100*top10)
@@ -190,8 +248,18 @@ func (s *flowStats) addPB(m *pb.FlowMessage) {
 }
 
 func TestGeneratorRealism(t *testing.T) {
-	g := NewGenerator(1)
-	s := newFlowStats()
+	for _, plan := range []string{AddressesDocumentation, AddressesRealistic} {
+		t.Run(plan, func(t *testing.T) {
+			g, s := NewGenerator(1), newFlowStats()
+			if plan == AddressesRealistic {
+				g, s = NewPlanGenerator(1, demoPlan(t)), newRealisticFlowStats(t)
+			}
+			checkRealism(t, g, s)
+		})
+	}
+}
+
+func checkRealism(t *testing.T, g *Generator, s *flowStats) {
 	var m pb.FlowMessage
 	now := time.Unix(1_800_000_000, 0)
 	for i := 0; i < 200_000; i++ {
@@ -212,7 +280,16 @@ func withoutTimes(m *pb.FlowMessage) *pb.FlowMessage {
 }
 
 func TestGeneratorDeterministic(t *testing.T) {
-	a, b, c := NewGenerator(7), NewGenerator(7), NewGenerator(8)
+	t.Run(AddressesDocumentation, func(t *testing.T) {
+		checkDeterministic(t, NewGenerator(7), NewGenerator(7), NewGenerator(8))
+	})
+	t.Run(AddressesRealistic, func(t *testing.T) {
+		p := demoPlan(t)
+		checkDeterministic(t, NewPlanGenerator(7, p), NewPlanGenerator(7, p), NewPlanGenerator(8, p))
+	})
+}
+
+func checkDeterministic(t *testing.T, a, b, c *Generator) {
 	var ma, mb, mc pb.FlowMessage
 	t0 := time.Unix(1_800_000_000, 0)
 	differ := 0
@@ -239,7 +316,14 @@ func TestGeneratorDeterministic(t *testing.T) {
 // TestGeneratorReuse: a reused message carries nothing over from the last
 // flow (an ICMP flow after a TCP one has no ports or TCP flags).
 func TestGeneratorReuse(t *testing.T) {
-	g1, g2 := NewGenerator(3), NewGenerator(3)
+	t.Run(AddressesDocumentation, func(t *testing.T) { checkReuse(t, NewGenerator(3), NewGenerator(3)) })
+	t.Run(AddressesRealistic, func(t *testing.T) {
+		p := demoPlan(t)
+		checkReuse(t, NewPlanGenerator(3, p), NewPlanGenerator(3, p))
+	})
+}
+
+func checkReuse(t *testing.T, g1, g2 *Generator) {
 	var reused pb.FlowMessage
 	for i := 0; i < 5000; i++ {
 		var fresh pb.FlowMessage

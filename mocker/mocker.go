@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,14 @@ type Config struct {
 	// FlushBytes and FlushFrequency trigger sending a batch to the broker.
 	FlushBytes     int           // default 1 MiB
 	FlushFrequency time.Duration // default 5ms
+	// Addresses is the address plan: AddressesRealistic (default) or
+	// AddressesDocumentation.
+	Addresses string
+	// NetworksFile and ExportersFile are the realistic plan's networks file
+	// (customer prefixes) and exporters file (exporters and interfaces), in
+	// the enricher's formats; empty means the embedded demo file
+	// (config/demo-networks.yml, config/demo-exporters.yml).
+	NetworksFile, ExportersFile string
 }
 
 // DefaultConfig is the configuration the mocker binary runs with when no
@@ -73,6 +82,7 @@ func DefaultConfig() Config {
 		FlowsPerRecord:   1,
 		FlushBytes:       1 << 20,
 		FlushFrequency:   5 * time.Millisecond,
+		Addresses:        AddressesRealistic,
 	}
 }
 
@@ -90,6 +100,7 @@ func (c Config) withDefaults() Config {
 	fill(&c.FlushBytes, d.FlushBytes)
 	fill(&c.FlushFrequency, d.FlushFrequency)
 	fill(&c.FlowsPerRecord, d.FlowsPerRecord)
+	fill(&c.Addresses, d.Addresses)
 	return c
 }
 
@@ -169,6 +180,17 @@ func (c Config) Validate() error {
 	if err := CheckFlowsPerRecord(c.FlowsPerRecord); err != nil {
 		errs = append(errs, err)
 	}
+	switch c.Addresses {
+	case AddressesRealistic:
+	case AddressesDocumentation:
+		if c.NetworksFile != "" || c.ExportersFile != "" {
+			errs = append(errs, fmt.Errorf("Config.NetworksFile and Config.ExportersFile are for the %s address plan; the %s plan has its own, so leave them empty",
+				AddressesRealistic, AddressesDocumentation))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("Config.Addresses %q: want %s (real public prefixes) or %s (documentation space only)",
+			c.Addresses, AddressesRealistic, AddressesDocumentation))
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
 	}
@@ -181,6 +203,7 @@ type Mocker struct {
 	version sarama.KafkaVersion
 	logger  *slog.Logger
 	metrics *metrics
+	plan    *Plan // the realistic plan; nil for the documentation one
 
 	started  atomic.Bool
 	ready    atomic.Bool
@@ -198,6 +221,11 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Mocker, e
 	version, _ := kafka.ParseVersion(cfg.KafkaVersion) // checked by Validate
 	m := &Mocker{cfg: cfg, version: version, logger: logger}
 	var err error
+	if cfg.Addresses == AddressesRealistic {
+		if m.plan, err = LoadPlan(cfg.NetworksFile, cfg.ExportersFile, os.ReadFile); err != nil {
+			return nil, fmt.Errorf("%w: %w (Config.NetworksFile, Config.ExportersFile)", ErrInvalidConfig, err)
+		}
+	}
 	m.metrics, err = newMetrics(reg, func() float64 { return float64(m.inFlight.Load()) })
 	if err != nil {
 		return nil, fmt.Errorf("registering mocker metrics: %w", err)
@@ -439,7 +467,12 @@ func (r *runState) drain() {
 func (r *runState) produce(ctx context.Context) {
 	m := r.m
 	cfg := &m.cfg
-	gen := NewGenerator(cfg.Seed)
+	var gen *Generator
+	if m.plan != nil {
+		gen = NewPlanGenerator(cfg.Seed, m.plan)
+	} else {
+		gen = NewGenerator(cfg.Seed)
+	}
 	var flow pb.FlowMessage
 	input := r.producer.Input()
 	allocated := 0

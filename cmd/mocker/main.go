@@ -40,6 +40,9 @@ var flagOf = map[string]string{
 	"Seed":             "-seed",
 	"ProgressInterval": "-progress.interval",
 	"ShutdownTimeout":  "-shutdown.timeout",
+	"Addresses":        "-addresses",
+	"NetworksFile":     "-networks",
+	"ExportersFile":    "-exporters",
 }
 
 // flags holds what the command line sets beside the mocker.Config.
@@ -64,6 +67,9 @@ func newFlagSet(stderr io.Writer, cfg *mocker.Config) (*flag.FlagSet, *flags) {
 	fs.Uint64Var(&cfg.Count, "count", cfg.Count, "stop after this many flows are acknowledged by Kafka; 0 = run until stopped")
 	fs.IntVar(&cfg.FlowsPerRecord, "flows-per-record", cfg.FlowsPerRecord, fmt.Sprintf("length-delimited flows per Kafka record, 1 to %d; 1 = like goflow2, more for load tests (the inserter and ClickHouse read several)", mocker.MaxFlowsPerRecord))
 	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "generator seed (same seed, same flows except times); 0 = seed from the clock")
+	fs.StringVar(&cfg.Addresses, "addresses", cfg.Addresses, "address plan: realistic (real public prefixes of well-known networks, local customers and exporters from -networks and -exporters) or documentation (documentation and private space only)")
+	fs.StringVar(&cfg.NetworksFile, "networks", cfg.NetworksFile, "realistic plan: networks file (enricher format) whose role: customer prefixes are the local side; empty = the built-in config/demo-networks.yml")
+	fs.StringVar(&cfg.ExportersFile, "exporters", cfg.ExportersFile, "realistic plan: exporters file (enricher format) with the exporters and interfaces flows go through; empty = the built-in config/demo-exporters.yml")
 	fs.DurationVar(&cfg.ProgressInterval, "progress.interval", cfg.ProgressInterval, "how often to log progress; 0 = never")
 	fs.StringVar(&f.level, "loglevel", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.format, "log.format", "text", "log format: text or json")

@@ -16,6 +16,8 @@ import (
 
 	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/goflow2test"
 	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
+	"github.com/spendletonliveaction/flow-pipeline/mocker"
+	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -55,6 +57,10 @@ func TestBadFlags(t *testing.T) {
 		{"-flows-per-record", "-3"},
 		{"-flows-per-record", "1001"},
 		{"extra-argument"},
+		{"-addresses", "rfc1918"},
+		{"-addresses", "documentation", "-networks", "n.yml"},
+		{"-networks", "/nonexistent/networks.yml"},
+		{"-exporters", "/nonexistent/exporters.yml"},
 	} {
 		var stderr bytes.Buffer
 		if code := run(args, &stderr); code != 2 {
@@ -62,6 +68,11 @@ func TestBadFlags(t *testing.T) {
 		}
 	}
 	var stderr bytes.Buffer
+	if code := run([]string{"-networks", "/nonexistent/networks.yml"}, &stderr); code != 2 ||
+		!strings.Contains(stderr.String(), "-networks") || !strings.Contains(stderr.String(), "no such file") {
+		t.Errorf("mocker -networks /nonexistent/networks.yml exited %d; want 2 and a message naming the flag and the cause:\n%s", code, stderr.String())
+	}
+	stderr.Reset()
 	if code := run([]string{"-h"}, &stderr); code != 0 || !strings.Contains(stderr.String(), "KAFKA_BROKERS") {
 		t.Errorf("mocker -h exited %d; usage must list env vars:\n%s", code, stderr.String())
 	}
@@ -165,7 +176,33 @@ func TestDoneWhen(t *testing.T) {
 	if len(recs) != n {
 		t.Fatalf("topic holds %d records, want %d", len(recs), n)
 	}
-	var v4, v6 int
+	// What the default (realistic, demo files) plan makes for seed 7.
+	plan, err := mocker.DemoPlan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := mocker.NewPlanGenerator(7, plan)
+	var want struct{ v4, v6, rate0 int }
+	wantPerExporter := map[netip.Addr]int{}
+	var wantBytes uint64
+	var m pb.FlowMessage
+	for range n {
+		g.Next(&m, time.Now())
+		if m.Etype == 0x800 {
+			want.v4++
+		} else {
+			want.v6++
+		}
+		if m.SamplingRate == 0 {
+			want.rate0++
+		}
+		a, _ := netip.AddrFromSlice(m.SamplerAddress)
+		wantPerExporter[a]++
+		wantBytes += m.Bytes
+	}
+
+	var v4, v6, rate0 int
+	perExporter := map[netip.Addr]int{}
 	srcBytes := map[netip.Addr]uint64{}
 	var total uint64
 	for _, r := range recs {
@@ -182,15 +219,33 @@ func TestDoneWhen(t *testing.T) {
 		default:
 			t.Fatalf("etype %#x with %d/%d-byte addresses", f.Etype, len(f.SrcAddr), len(f.DstAddr))
 		}
-		if f.Bytes == 0 || f.Packets == 0 || f.SamplingRate == 0 {
-			t.Fatalf("flow with bytes=%d packets=%d sampling_rate=%d", f.Bytes, f.Packets, f.SamplingRate)
+		if f.Bytes == 0 || f.Packets == 0 {
+			t.Fatalf("flow with bytes=%d packets=%d", f.Bytes, f.Packets)
 		}
+		// NetFlow v5 exporters send 0: the exporters file has their rate.
+		if f.SamplingRate == 0 {
+			rate0++
+		}
+		samp, _ := netip.AddrFromSlice(f.SamplerAddress)
+		perExporter[samp]++
 		a, _ := netip.AddrFromSlice(f.SrcAddr)
 		srcBytes[a] += f.Bytes
 		total += f.Bytes
 	}
-	if v4 == 0 || v6 == 0 || v4+v6 != n {
-		t.Fatalf("%d IPv4 and %d IPv6 flows of %d", v4, v6, n)
+	if v4 != want.v4 || v6 != want.v6 || rate0 != want.rate0 || total != wantBytes {
+		t.Fatalf("%d IPv4, %d IPv6 flows, %d with sampling rate 0, %d bytes; the generator made %d, %d, %d, %d",
+			v4, v6, rate0, total, want.v4, want.v6, want.rate0, wantBytes)
+	}
+	if len(perExporter) != len(wantPerExporter) {
+		t.Fatalf("flows per exporter %v, the generator made %v", perExporter, wantPerExporter)
+	}
+	for a, c := range wantPerExporter {
+		if perExporter[a] != c {
+			t.Fatalf("flows per exporter %v, the generator made %v", perExporter, wantPerExporter)
+		}
+	}
+	if v4 == 0 || v6 == 0 || rate0 == 0 {
+		t.Fatalf("%d IPv4, %d IPv6, %d rate-0 flows: want each kind", v4, v6, rate0)
 	}
 	var per []uint64
 	for _, b := range srcBytes {
