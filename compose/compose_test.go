@@ -221,7 +221,7 @@ func TestBindMountsExist(t *testing.T) {
 // wantHealth lists the services that must carry a health check in every
 // stack where they appear: Kafka and the databases order the start-up, and
 // the rest make `up --wait` mean "ready".
-var wantHealth = []string{"kafka", "postgres", "clickhouse", "prometheus", "grafana", "goflow2"}
+var wantHealth = []string{"kafka", "postgres", "clickhouse", "prometheus", "grafana", "goflow2", "enricher"}
 
 func TestHealthChecks(t *testing.T) {
 	for _, st := range stacks {

@@ -147,6 +147,12 @@ func TestEnricherWiring(t *testing.T) {
 					t.Errorf("enricher -%s=%q, want %q", name, got, w)
 				}
 			}
+			// Transactions on a one-node cluster (docs/enricher.md).
+			for _, k := range []string{"KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"} {
+				if v := p.Services["kafka"].Environment[k]; v == nil || *v != "1" {
+					t.Errorf("kafka sets %s=%v; one broker needs 1 or no transaction starts", k, v)
+				}
+			}
 			if st.sink == "postgres" {
 				if got, _ := flagValue(p.Services["inserter"].Command, "kafka.topic"); got != "flows-enriched" {
 					t.Errorf("inserter -kafka.topic=%q, want flows-enriched", got)
