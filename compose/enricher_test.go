@@ -111,6 +111,11 @@ func TestDockerfileGeodata(t *testing.T) {
 				t.Errorf("%s: %s is not in a package of %s (%v) under %s", st.file, f, fetchScript, packages, imageGeodata)
 				continue
 			}
+			// The geodata stage prunes files the enricher does not read;
+			// never one it does.
+			if slices.Contains(strings.Fields(body), dest[1]+"/"+rel) {
+				t.Errorf("%s: the geodata stage removes %s, which the enricher reads", st.file, dest[1]+"/"+rel)
+			}
 			if v, err := os.ReadFile(filepath.Join(cache, pkg, ".version")); err != nil || strings.TrimSpace(string(v)) != version {
 				if os.Getenv("FLOWPIPELINE_REQUIRE_SERVICES") == "1" {
 					t.Errorf("%s is not fetched at %s (run make geodata)", pkg, version)
