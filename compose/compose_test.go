@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,10 +31,10 @@ var stacks = []struct {
 	sink     string // "postgres" or "clickhouse"
 	source   string // "mocker" or "goflow2"
 }{
-	{"docker-compose-postgres-mock.yml", []string{"kafka", "kafka-init", "mocker", "postgres", "inserter", "prometheus", "grafana"}, "postgres", "mocker"},
-	{"docker-compose-postgres-collect.yml", []string{"kafka", "kafka-init", "goflow2", "postgres", "inserter", "prometheus", "grafana"}, "postgres", "goflow2"},
-	{"docker-compose-clickhouse-mock.yml", []string{"kafka", "kafka-init", "mocker", "clickhouse", "prometheus", "grafana"}, "clickhouse", "mocker"},
-	{"docker-compose-clickhouse-collect.yml", []string{"kafka", "kafka-init", "goflow2", "clickhouse", "prometheus", "grafana"}, "clickhouse", "goflow2"},
+	{"docker-compose-postgres-mock.yml", []string{"kafka", "kafka-init", "enricher", "mocker", "postgres", "inserter", "prometheus", "grafana"}, "postgres", "mocker"},
+	{"docker-compose-postgres-collect.yml", []string{"kafka", "kafka-init", "enricher", "goflow2", "postgres", "inserter", "prometheus", "grafana"}, "postgres", "goflow2"},
+	{"docker-compose-clickhouse-mock.yml", []string{"kafka", "kafka-init", "enricher", "mocker", "clickhouse", "prometheus", "grafana"}, "clickhouse", "mocker"},
+	{"docker-compose-clickhouse-collect.yml", []string{"kafka", "kafka-init", "enricher", "goflow2", "clickhouse", "prometheus", "grafana"}, "clickhouse", "goflow2"},
 }
 
 // repoRoot is the repository's top level, one up from this package.
@@ -220,7 +221,7 @@ func TestBindMountsExist(t *testing.T) {
 // wantHealth lists the services that must carry a health check in every
 // stack where they appear: Kafka and the databases order the start-up, and
 // the rest make `up --wait` mean "ready".
-var wantHealth = []string{"kafka", "postgres", "clickhouse", "prometheus", "grafana", "goflow2"}
+var wantHealth = []string{"kafka", "postgres", "clickhouse", "prometheus", "grafana", "goflow2", "enricher"}
 
 func TestHealthChecks(t *testing.T) {
 	for _, st := range stacks {
@@ -275,9 +276,9 @@ func TestStartupOrder(t *testing.T) {
 				}
 			}
 			// Whatever talks to Kafka starts after the topic exists.
-			consumers := []string{st.source, st.sink}
+			consumers := []string{st.source, "enricher", st.sink}
 			if st.sink == "postgres" {
-				consumers = []string{st.source, "inserter"}
+				consumers = []string{st.source, "enricher", "inserter"}
 			}
 			for _, name := range consumers {
 				d, ok := p.Services[name].DependsOn["kafka-init"]
@@ -287,10 +288,19 @@ func TestStartupOrder(t *testing.T) {
 			}
 			init := p.Services["kafka-init"]
 			args := strings.Join(append(slices.Clone([]string(init.Entrypoint)), init.Command...), " ")
-			for _, want := range []string{"kafka-topics.sh", "--create", "--if-not-exists", "--topic flows", "--partitions 6"} {
+			for _, want := range []string{"kafka-topics.sh", "--create", "--if-not-exists"} {
 				if !strings.Contains(args, want) {
 					t.Errorf("kafka-init runs %q, which lacks %q", args, want)
 				}
+			}
+			// Each topic the stack uses, with its partitions: flows-enriched
+			// as many as flows, so each input partition keeps its order.
+			topics := map[string]string{}
+			for _, m := range topicRe.FindAllStringSubmatch(args, -1) {
+				topics[m[1]] = m[2]
+			}
+			if want := map[string]string{"flows": "6", "flows-enriched": "6", "flows-dlq": "1"}; !maps.Equal(topics, want) {
+				t.Errorf("kafka-init creates topics (name: partitions) %v, want %v", topics, want)
 			}
 			if d := init.DependsOn["kafka"]; d.Condition != types.ServiceConditionHealthy {
 				t.Errorf("kafka-init must wait for kafka to be healthy, has %+v", d)
@@ -298,6 +308,8 @@ func TestStartupOrder(t *testing.T) {
 		})
 	}
 }
+
+var topicRe = regexp.MustCompile(`--topic (\S+) --partitions (\S+)`)
 
 var sleepRe = regexp.MustCompile(`\bsleep\b`)
 
@@ -387,14 +399,18 @@ func TestCredentialsFromEnv(t *testing.T) {
 		}
 	}
 	secretKey := regexp.MustCompile(`(?i)^\s*-?\s*[A-Z_]*(PASSWORD|PASS|SECRET)[A-Z_]*\s*[:=]\s*(.*)$`)
+	files := []string{"services.yml"}
 	for _, st := range stacks {
-		raw, err := os.ReadFile(st.file)
+		files = append(files, st.file)
+	}
+	for _, file := range files {
+		raw, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, m := range varRe.FindAllStringSubmatch(string(raw), -1) {
 			if !documented[m[1]] {
-				t.Errorf("%s uses ${%s}, which .env does not document", st.file, m[1])
+				t.Errorf("%s uses ${%s}, which .env does not document", file, m[1])
 			}
 		}
 		for i, line := range strings.Split(string(raw), "\n") {
@@ -403,7 +419,7 @@ func TestCredentialsFromEnv(t *testing.T) {
 				continue
 			}
 			if v := strings.TrimSpace(m[2]); v != "" && !strings.HasPrefix(v, "${") {
-				t.Errorf("%s:%d: secret written in the file (%s); take it from .env", st.file, i+1, strings.TrimSpace(line))
+				t.Errorf("%s:%d: secret written in the file (%s); take it from .env", file, i+1, strings.TrimSpace(line))
 			}
 		}
 	}
@@ -485,7 +501,7 @@ func TestOurCommandsFlags(t *testing.T) {
 	checked := 0
 	for _, st := range stacks {
 		p := load(t, st.file)
-		for _, name := range []string{"mocker", "inserter"} {
+		for _, name := range []string{"mocker", "inserter", "enricher"} {
 			svc, ok := p.Services[name]
 			if !ok {
 				continue
@@ -648,7 +664,7 @@ func TestPrometheusTargets(t *testing.T) {
 					}
 				}
 			}
-			want := map[string]string{st.source: metricsPort(p.Services[st.source])}
+			want := map[string]string{st.source: metricsPort(p.Services[st.source]), "enricher": metricsPort(p.Services["enricher"])}
 			if st.sink == "postgres" {
 				want["inserter"] = metricsPort(p.Services["inserter"])
 			} else {
@@ -848,8 +864,8 @@ func TestStopGracePeriod(t *testing.T) {
 			}
 		})
 	}
-	if checked < 4 {
-		t.Errorf("checked %d services, want the inserter and mocker of every stack (4)", checked)
+	if checked != 8 {
+		t.Errorf("checked %d services, want the enricher of every stack, the inserter of two and the mocker of two (8)", checked)
 	}
 }
 

@@ -646,7 +646,7 @@ func TestClickHouseQueries(t *testing.T) {
 // cannot leave a panel silently empty.
 func TestPipelineMetricsExist(t *testing.T) {
 	var src strings.Builder
-	for _, dir := range []string{"../mocker", "../inserter"} {
+	for _, dir := range []string{"../mocker", "../inserter", "../enricher", "../enricher/sources"} {
 		files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
 		for _, f := range files {
 			raw, err := os.ReadFile(f)
@@ -662,7 +662,7 @@ func TestPipelineMetricsExist(t *testing.T) {
 		if strings.Contains(code, `"`+name+`"`) {
 			return true
 		}
-		for _, sub := range []string{"mocker", "inserter"} {
+		for _, sub := range []string{"mocker", "inserter", "enricher"} {
 			if rest, ok := strings.CutPrefix(name, "flowpipeline_"+sub+"_"); ok && strings.Contains(code, `"`+sub+`"`) && strings.Contains(code, `Name: "`+rest+`"`) {
 				return true
 			}
@@ -683,12 +683,18 @@ func TestPipelineMetricsExist(t *testing.T) {
 	}
 	sort.Strings(names)
 	names = slices.Compact(names)
+	for _, want := range []string{"flowpipeline_enricher_flows_in_total", "flowpipeline_enricher_flows_out_total", "flowpipeline_enricher_records_invalid_total",
+		"flowpipeline_enricher_transactions_total", "flowpipeline_enricher_lag_records", "flowpipeline_enricher_lookups_total"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("the Pipeline dashboard does not plot %s", want)
+		}
+	}
 	if len(names) < 5 {
 		t.Fatalf("only %d flowpipeline metrics in the Pipeline dashboard: %v", len(names), names)
 	}
 	for _, n := range names {
 		if !registered(n) {
-			t.Errorf("the Pipeline dashboard plots %s, which neither the mocker nor the inserter registers", n)
+			t.Errorf("the Pipeline dashboard plots %s, which none of the mocker, the enricher and the inserter registers", n)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -54,7 +55,38 @@ type flags struct {
 	metricsAddr, logLevel, logFormat string
 	probe                            string
 	asnOverride                      bool
+	enrich                           onOff
 }
+
+// onOff is a boolean flag that also reads on/off, the words compose/.env's
+// ENRICHMENT uses.
+type onOff bool
+
+func (b *onOff) String() string {
+	if b == nil || !bool(*b) {
+		return "false"
+	}
+	return "true"
+}
+
+func (b *onOff) Set(s string) error {
+	switch strings.ToLower(s) {
+	case "on":
+		*b = true
+		return nil
+	case "off":
+		*b = false
+		return nil
+	}
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return fmt.Errorf("%q is not on, off, true or false", s)
+	}
+	*b = onOff(v)
+	return nil
+}
+
+func (*onOff) IsBoolFlag() bool { return true }
 
 // listFlag is a repeatable string flag; a comma also separates values.
 type listFlag struct{ v *[]string }
@@ -73,7 +105,7 @@ func (l listFlag) Set(s string) error {
 
 // newFlagSet binds the flags to cfg, which holds enricher.DefaultConfig().
 func newFlagSet(out io.Writer, cfg *enricher.Config, scfg *sources.Config) (*flag.FlagSet, *flags) {
-	f := &flags{}
+	f := &flags{enrich: true}
 	fs := flag.NewFlagSet("enricher", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&f.brokers, "kafka.brokers", strings.Join(cfg.Brokers, ","), "Kafka brokers, comma-separated")
@@ -90,6 +122,7 @@ func newFlagSet(out io.Writer, cfg *enricher.Config, scfg *sources.Config) (*fla
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown.timeout", cfg.ShutdownTimeout, "on SIGTERM, commit the open transaction within this time")
 	fs.StringVar(&scfg.CountryFile, "geo.country", scfg.CountryFile, "MMDB with countries (MaxMind GeoLite2/GeoIP2 Country or City, IPinfo Lite, DB-IP Lite, ip-location-db country)")
 	fs.Var(listFlag{&scfg.ASNFiles}, "geo.asn", "AS numbers and names: an MMDB (GeoLite2-ASN, IPinfo Lite) or a first_ip,last_ip,asn,name CSV; repeatable, earlier files win")
+	fs.Var(&f.enrich, "enrich", "add the enrichment fields (off: pass every flow through unchanged, still exactly once, with the same dead-lettering)")
 	fs.BoolVar(&f.asnOverride, "geo.asn.override", false, "take src_as and dst_as from -geo.asn even when the exporter sent one (default: only replace 0)")
 	fs.StringVar(&scfg.NetworksFile, "networks", scfg.NetworksFile, "YAML file of networks by prefix (name, role, site, region, tenant)")
 	fs.StringVar(&scfg.ExportersFile, "exporters", scfg.ExportersFile, "YAML file of exporters by sampler address (name, sampling_rate, default_boundary, interfaces)")
@@ -133,17 +166,32 @@ func run(args []string, stderr io.Writer) int {
 	if err := errors.Join(cfg.Validate(), scfg.Validate()); err != nil {
 		return fail(2, err)
 	}
-	loader, err := sources.NewLoader(scfg, logger, reg)
-	if err != nil {
-		return fail(1, err)
+	// Off: no data file is loaded (the geodata alone is tens of MB), and
+	// the records still go through the same exactly-once pipeline.
+	var (
+		tr     enricher.Transformer = new(enricher.Passthrough)
+		loader *sources.Loader
+	)
+	if f.enrich {
+		if loader, err = sources.NewLoader(scfg, logger, reg); err != nil {
+			return fail(1, err)
+		}
+		tr = enricher.NewTransform(loader, enricher.Options{ASNOverride: f.asnOverride})
+	} else {
+		logger.Info("enrichment off (-enrich=false): flows pass through unchanged")
 	}
-	p, err := enricher.NewPipeline(cfg, enricher.NewTransform(loader, enricher.Options{ASNOverride: f.asnOverride}), logger, reg)
+	p, err := enricher.NewPipeline(cfg, tr, logger, reg)
 	if err != nil {
 		return fail(1, err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	go loader.Run(ctx)
+	if loader != nil {
+		go loader.Run(ctx)
+	} else {
+		// Nothing to reload; a SIGHUP must not kill the process either.
+		signal.Ignore(syscall.SIGHUP)
+	}
 	if err := cli.ServeMetrics(ctx, f.metricsAddr, reg, p.Ready, logger); err != nil {
 		return fail(1, err)
 	}
