@@ -42,6 +42,25 @@ CREATE TABLE IF NOT EXISTS flows_checked
     tcp_flags          UInt32,
     src_as             UInt32,
     dst_as             UInt32,
+    src_country        String,
+    dst_country        String,
+    src_as_name        String,
+    dst_as_name        String,
+    src_net_name       String,
+    dst_net_name       String,
+    src_net_role       String,
+    dst_net_role       String,
+    src_net_site       String,
+    dst_net_site       String,
+    exporter_name      String,
+    in_if_name         String,
+    out_if_name        String,
+    in_if_description  String,
+    out_if_description String,
+    in_if_speed        UInt64,
+    out_if_speed       UInt64,
+    in_if_boundary     Enum8('BOUNDARY_UNDEFINED' = 0, 'BOUNDARY_EXTERNAL' = 1, 'BOUNDARY_INTERNAL' = 2),
+    out_if_boundary    Enum8('BOUNDARY_UNDEFINED' = 0, 'BOUNDARY_EXTERNAL' = 1, 'BOUNDARY_INTERNAL' = 2),
     Topic              LowCardinality(String),
     Partition          UInt64,
     Offset             UInt64,
@@ -78,7 +97,27 @@ SELECT
     packets AS Packets,
     Topic,
     Partition,
-    Offset
+    Offset,
+    src_country AS SrcCountry,
+    dst_country AS DstCountry,
+    src_as_name AS SrcASName,
+    dst_as_name AS DstASName,
+    src_net_name AS SrcNetName,
+    dst_net_name AS DstNetName,
+    src_net_role AS SrcNetRole,
+    dst_net_role AS DstNetRole,
+    src_net_site AS SrcNetSite,
+    dst_net_site AS DstNetSite,
+    exporter_name AS ExporterName,
+    in_if_name AS InIfName,
+    out_if_name AS OutIfName,
+    in_if_description AS InIfDescription,
+    out_if_description AS OutIfDescription,
+    in_if_speed AS InIfSpeed,
+    out_if_speed AS OutIfSpeed,
+    -- Same numbers, flows_raw's lower-case names.
+    CAST(toInt8(in_if_boundary) AS Enum8('undefined' = 0, 'external' = 1, 'internal' = 2)) AS InIfBoundary,
+    CAST(toInt8(out_if_boundary) AS Enum8('undefined' = 0, 'external' = 1, 'internal' = 2)) AS OutIfBoundary
 FROM flows_checked
 WHERE FlowError = '';
 
@@ -94,7 +133,11 @@ SELECT
     formatRowNoNewline('JSONEachRow', type, time_received_ns, sequence_num, sampling_rate,
         hex(sampler_address) AS sampler_address, time_flow_start_ns, time_flow_end_ns, bytes, packets,
         hex(src_addr) AS src_addr, hex(dst_addr) AS dst_addr, etype, proto, src_port, dst_port,
-        in_if, out_if, tcp_flags, src_as, dst_as) AS RawMessage
+        in_if, out_if, tcp_flags, src_as, dst_as,
+        src_country, dst_country, src_as_name, dst_as_name, src_net_name, dst_net_name,
+        src_net_role, dst_net_role, src_net_site, dst_net_site, exporter_name,
+        in_if_name, out_if_name, in_if_description, out_if_description,
+        in_if_speed, out_if_speed, in_if_boundary, out_if_boundary) AS RawMessage
 FROM flows_checked
 WHERE FlowError != '';
 
@@ -116,6 +159,10 @@ SELECT
     type, time_received_ns, sequence_num, sampling_rate, sampler_address,
     time_flow_start_ns, time_flow_end_ns, bytes, packets, src_addr, dst_addr,
     etype, proto, src_port, dst_port, in_if, out_if, tcp_flags, src_as, dst_as,
+    src_country, dst_country, src_as_name, dst_as_name, src_net_name, dst_net_name,
+    src_net_role, dst_net_role, src_net_site, dst_net_site, exporter_name,
+    in_if_name, out_if_name, in_if_description, out_if_description,
+    in_if_speed, out_if_speed, in_if_boundary, out_if_boundary,
     _topic AS Topic,
     _partition AS Partition,
     _offset AS Offset,

@@ -140,7 +140,7 @@ func TestREADMEQueries(t *testing.T) {
 	// One insert and merged tables, so that outputs do not depend on how
 	// parts happened to merge.
 	insert(t, s, mockMessages(mockSeed, mockFlows, mockStart, mockSpan))
-	for _, table := range []string{"flows_raw", "flows_5m", "flows_1h"} {
+	for _, table := range []string{"flows_raw", "flows_5m", "flows_1h", "flows_5m_enriched"} {
 		if err := s.Exec("OPTIMIZE TABLE " + table + " FINAL"); err != nil {
 			t.Fatal(err)
 		}
