@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS flows
     tcp_flags          UInt32,
     src_as             UInt32,
     dst_as             UInt32,
-    -- Enrichment (pb fields 2001-2019). The Enum8 names are the proto's.
+    -- Enrichment (pb fields 2001-2020). The Enum8 names are the proto's.
     src_country        String,
     dst_country        String,
     src_as_name        String,
@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS flows
     in_if_speed        UInt64,
     out_if_speed       UInt64,
     in_if_boundary     Enum8('BOUNDARY_UNDEFINED' = 0, 'BOUNDARY_EXTERNAL' = 1, 'BOUNDARY_INTERNAL' = 2),
-    out_if_boundary    Enum8('BOUNDARY_UNDEFINED' = 0, 'BOUNDARY_EXTERNAL' = 1, 'BOUNDARY_INTERNAL' = 2)
+    out_if_boundary    Enum8('BOUNDARY_UNDEFINED' = 0, 'BOUNDARY_EXTERNAL' = 1, 'BOUNDARY_INTERNAL' = 2),
+    sampling_rate_from_exporter Bool
 )
 ENGINE = Kafka
 SETTINGS

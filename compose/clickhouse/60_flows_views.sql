@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS flows_checked
     out_if_speed       UInt64,
     in_if_boundary     Enum8('BOUNDARY_UNDEFINED' = 0, 'BOUNDARY_EXTERNAL' = 1, 'BOUNDARY_INTERNAL' = 2),
     out_if_boundary    Enum8('BOUNDARY_UNDEFINED' = 0, 'BOUNDARY_EXTERNAL' = 1, 'BOUNDARY_INTERNAL' = 2),
+    sampling_rate_from_exporter Bool,
     Topic              LowCardinality(String),
     Partition          UInt64,
     Offset             UInt64,
@@ -117,7 +118,8 @@ SELECT
     out_if_speed AS OutIfSpeed,
     -- Same numbers, flows_raw's lower-case names.
     CAST(toInt8(in_if_boundary) AS Enum8('undefined' = 0, 'external' = 1, 'internal' = 2)) AS InIfBoundary,
-    CAST(toInt8(out_if_boundary) AS Enum8('undefined' = 0, 'external' = 1, 'internal' = 2)) AS OutIfBoundary
+    CAST(toInt8(out_if_boundary) AS Enum8('undefined' = 0, 'external' = 1, 'internal' = 2)) AS OutIfBoundary,
+    sampling_rate_from_exporter AS SamplingRateFromExporter
 FROM flows_checked
 WHERE FlowError = '';
 
@@ -137,7 +139,7 @@ SELECT
         src_country, dst_country, src_as_name, dst_as_name, src_net_name, dst_net_name,
         src_net_role, dst_net_role, src_net_site, dst_net_site, exporter_name,
         in_if_name, out_if_name, in_if_description, out_if_description,
-        in_if_speed, out_if_speed, in_if_boundary, out_if_boundary) AS RawMessage
+        in_if_speed, out_if_speed, in_if_boundary, out_if_boundary, sampling_rate_from_exporter) AS RawMessage
 FROM flows_checked
 WHERE FlowError != '';
 
@@ -162,7 +164,7 @@ SELECT
     src_country, dst_country, src_as_name, dst_as_name, src_net_name, dst_net_name,
     src_net_role, dst_net_role, src_net_site, dst_net_site, exporter_name,
     in_if_name, out_if_name, in_if_description, out_if_description,
-    in_if_speed, out_if_speed, in_if_boundary, out_if_boundary,
+    in_if_speed, out_if_speed, in_if_boundary, out_if_boundary, sampling_rate_from_exporter,
     _topic AS Topic,
     _partition AS Partition,
     _offset AS Offset,

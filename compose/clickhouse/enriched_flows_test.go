@@ -42,7 +42,7 @@ func variedEnrichment(i int) *pb.Enrichment {
 		InIfBoundary: bounds[i%3], OutIfBoundary: bounds[(i/3)%3],
 	}
 	if i%7 == 0 {
-		e.SamplingRate, e.SrcAs = 1000, 2906
+		e.SamplingRate, e.SamplingRateFromExporter, e.SrcAs = 1000, true, 2906
 	}
 	if i%13 == 0 {
 		*e = pb.Enrichment{} // a flow the enricher found nothing for
@@ -77,6 +77,7 @@ func expectEnriched(m *pb.FlowMessage) enrichedRow {
 		InIfName: m.InIfName, OutIfName: m.OutIfName, InIfDescription: m.InIfDescription, OutIfDesc: m.OutIfDescription,
 		InIfSpeed: m.InIfSpeed, OutIfSpeed: m.OutIfSpeed,
 		InIfBoundary: boundaryName(m.InIfBoundary), OutIfBoundary: boundaryName(m.OutIfBoundary),
+		SamplingRateFromExporter: m.SamplingRateFromExporter,
 	}
 }
 
@@ -120,7 +121,7 @@ func TestEnrichedFlowsArrive(t *testing.T) {
 		if i%7 == 0 && i%13 != 0 {
 			wantOverridden++
 		}
-		if m.SamplingRate == 1000 && m.SrcAs == 2906 && msgs[i].SrcAs != 2906 {
+		if m.SamplingRate == 1000 && m.SamplingRateFromExporter && m.SrcAs == 2906 && msgs[i].SrcAs != 2906 {
 			overridden++
 		}
 		if i%13 == 0 && m.SrcCountry == "" && m.InIfBoundary == 0 {
