@@ -238,6 +238,25 @@ FROM flows_raw`, 1)
 		t.Logf("flows_5m_enriched: %d rows for %d flows, equal to the Go aggregates", len(got), n)
 	})
 
+	// The AS-pair rollups count the enricher's sampling_rate and src_as.
+	t.Run("flows_5m and flows_1h", func(t *testing.T) {
+		var total uint64
+		pairs := map[[2]uint32]bool{}
+		for _, m := range want {
+			total += m.Bytes * scale(m)
+			pairs[[2]uint32{m.SrcAs, m.DstAs}] = true
+		}
+		for _, table := range []string{"flows_5m", "flows_1h"} {
+			var got []struct{ Bytes, Count, Pairs uint64 }
+			if err := s.QueryInto("SELECT sum(Bytes) AS Bytes, sum(Count) AS Count, uniqExact(SrcAS, DstAS) AS Pairs FROM "+table, &got); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0].Bytes != total || got[0].Count != n || got[0].Pairs != uint64(len(pairs)) {
+				t.Errorf("%s sums %+v, want %d bytes, %d flows, %d AS pairs", table, got, total, n, len(pairs))
+			}
+		}
+	})
+
 	if c := count(t, s, "flows_errors"); c != 0 {
 		t.Errorf("flows_errors has %d rows, want 0", c)
 	}
