@@ -45,13 +45,14 @@ type dashboard struct {
 }
 
 type panel struct {
-	ID         int         `json:"id"`
-	Type       string      `json:"type"`
-	Title      string      `json:"title"`
-	GridPos    *gridPos    `json:"gridPos"`
-	Datasource *datasource `json:"datasource"`
-	Targets    []target    `json:"targets"`
-	Panels     []panel     `json:"panels"`
+	ID         int             `json:"id"`
+	Type       string          `json:"type"`
+	Title      string          `json:"title"`
+	GridPos    *gridPos        `json:"gridPos"`
+	Datasource *datasource     `json:"datasource"`
+	Targets    []target        `json:"targets"`
+	Panels     []panel         `json:"panels"`
+	Options    json.RawMessage `json:"options"`
 }
 
 type gridPos struct{ X, Y, W, H int }
@@ -151,7 +152,7 @@ func TestDashboardProvider(t *testing.T) {
 }
 
 // panelTypes are the panel plugins built into Grafana 12 that we use.
-var panelTypes = []string{"row", "timeseries", "table", "piechart", "stat", "bargauge", "text"}
+var panelTypes = []string{"row", "timeseries", "table", "piechart", "stat", "bargauge", "text", "geomap"}
 
 func TestDashboardsModel(t *testing.T) {
 	ds := provisioned(t)
@@ -192,6 +193,12 @@ func TestDashboardsModel(t *testing.T) {
 					}
 					if p.Type == "row" {
 						walk(p.Panels)
+						continue
+					}
+					if p.Type == "text" {
+						if !strings.Contains(string(p.Options), `"content"`) {
+							t.Errorf("text panel %q has no content", p.Title)
+						}
 						continue
 					}
 					if len(p.Targets) == 0 {
@@ -576,13 +583,8 @@ func TestClickHouseQueries(t *testing.T) {
 	// On a 5-minute boundary, as the rollups' buckets are.
 	end := time.Now().UTC().Truncate(5 * time.Minute)
 	flows, exp := mockFlows(3000, end)
-	var data []byte
-	for _, m := range flows {
-		var err error
-		if data, err = pb.AppendDelimited(data, m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// As the enricher writes them to flows-enriched.
+	data, eexp := enrichedRecord(t, flows)
 	proto, err := filepath.Abs("../pb/flow.proto")
 	if err != nil {
 		t.Fatal(err)
@@ -629,6 +631,13 @@ func TestClickHouseQueries(t *testing.T) {
 				}
 				rows = append(rows, row)
 			}
+			if want, ok := chEnrichedColumns[q.panel]; ok {
+				if !slices.Equal(cols, want) {
+					t.Fatalf("panel %q: columns %v, want %v", q.panel, cols, want)
+				}
+				checkEnriched(t, q, rows, eexp)
+				return
+			}
 			want, ok := chColumns[q.panel]
 			if !ok {
 				t.Fatalf("no expected columns for panel %q: add it to chColumns", q.panel)
@@ -636,7 +645,7 @@ func TestClickHouseQueries(t *testing.T) {
 			checkResult(t, q, cols, rows, want, exp)
 		})
 	}
-	if len(qs) != len(chColumns) {
+	if len(qs) != len(chColumns)+len(chEnrichedColumns) {
 		t.Errorf("%d SQL panels, %d expected: keep chColumns in step with the dashboard", len(qs), len(chColumns))
 	}
 }

@@ -41,10 +41,8 @@ func TestClickHouseQueriesMaxFlows(t *testing.T) {
 			Bytes: 1 << 48, Packets: 1 << 48, Etype: 0x800, Proto: 6, SrcPort: 40000, DstPort: 443,
 			SrcAs: 64500, DstAs: 64501,
 		}
-		var err error
-		if data, err = pb.AppendDelimited(data, m); err != nil {
-			t.Fatal(err)
-		}
+		// Enriched, so that the Enrichment panels sum them too.
+		data = pb.AppendEnrichedFrame(data, m.AppendWire(nil), &maxEnrichment)
 	}
 	proto, err := filepath.Abs("../pb/flow.proto")
 	if err != nil {
@@ -99,6 +97,17 @@ func TestClickHouseQueriesMaxFlows(t *testing.T) {
 					sums[cols[i]].Add(sums[cols[i]], f)
 				}
 			}
+			// Panels that count a flow twice (on both ASes, on both
+			// interfaces) or list only some flows.
+			ratio := [2]int64{1, 1}
+			switch q.panel {
+			case "Top AS by name", "Traffic per interface and boundary (bits/s)", "Traffic per exporter and interface":
+				ratio = [2]int64{2, 1}
+			case "Flows sampled at the exporters file's rate":
+				ratio = [2]int64{100, n} // its LIMIT
+			}
+			want := new(big.Int).Div(new(big.Int).Mul(want, big.NewInt(ratio[0])), big.NewInt(ratio[1]))
+			wantF := wantF * float64(ratio[0]) / float64(ratio[1])
 			checked := 0
 			for col, per := range map[string]float64{
 				// column -> what one scaled byte or packet adds to it
@@ -112,7 +121,7 @@ func TestClickHouseQueriesMaxFlows(t *testing.T) {
 				checked++
 				got, _ := sum.Float64()
 				if exp := wantF * per; math.Abs(got-exp) > exp*1e-9 {
-					t.Errorf("%s adds up to %.6g, want %.6g (20000 * 2^50 scaled, x %g)", col, got, exp, per)
+					t.Errorf("%s adds up to %.6g, want %.6g (20000 * 2^50 scaled, x %g, x %d/%d)", col, got, exp, per, ratio[0], ratio[1])
 				}
 				// Exact for the integer sums (tables over one row).
 				if per == 1 && sum.IsInt() {
@@ -126,4 +135,13 @@ func TestClickHouseQueriesMaxFlows(t *testing.T) {
 			}
 		})
 	}
+}
+
+// maxEnrichment names every dimension of the Enrichment panels, and says
+// the flows' sampling rate came from the exporters file.
+var maxEnrichment = pb.Enrichment{
+	SrcCountry: "US", DstCountry: "DE", SrcAsName: "EXAMPLE-A", DstAsName: "EXAMPLE-B",
+	DstNetName: "customer-a", DstNetSite: "par1", ExporterName: "edge1.par1",
+	InIfName: "et-0/0/1", OutIfName: "ae10", InIfBoundary: pb.FlowMessage_BOUNDARY_EXTERNAL,
+	OutIfBoundary: pb.FlowMessage_BOUNDARY_INTERNAL, SamplingRate: 4, SamplingRateFromExporter: true,
 }

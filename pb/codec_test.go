@@ -140,6 +140,8 @@ func edgeValues(fd protoreflect.FieldDescriptor) []protoreflect.Value {
 			vs = append(vs, protoreflect.ValueOfString(strings.Repeat("é", n/2)+strings.Repeat("a", n%2)))
 		}
 		return vs
+	case protoreflect.BoolKind:
+		return []protoreflect.Value{protoreflect.ValueOfBool(true)}
 	}
 	panic(fmt.Sprintf("test needs values for kind %v (field %s)", fd.Kind(), fd.Name()))
 }
@@ -198,6 +200,8 @@ func randomValue(rng *rand.Rand, fd protoreflect.FieldDescriptor) protoreflect.V
 		return protoreflect.ValueOfEnum(protoreflect.EnumNumber(v))
 	case protoreflect.StringKind:
 		return protoreflect.ValueOfString(randomString(rng))
+	case protoreflect.BoolKind:
+		return protoreflect.ValueOfBool(rng.IntN(2) == 0)
 	}
 	panic(fmt.Sprintf("test needs values for kind %v (field %s)", fd.Kind(), fd.Name()))
 }

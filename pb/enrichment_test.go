@@ -362,8 +362,8 @@ func TestEnrichmentFieldsMatchProto(t *testing.T) {
 			t.Errorf("FlowMessage.%s (#%d, %v) has no Enrichment field of that name and type", f.Name, num, f.Type)
 		}
 	}
-	if n != 19 || et.NumField() != 19+3 {
-		t.Fatalf("%d FlowMessage fields from 2001 and %d Enrichment fields, want 19 and 19+3 overrides", n, et.NumField())
+	if n != 20 || et.NumField() != 20+3 {
+		t.Fatalf("%d FlowMessage fields from 2001 and %d Enrichment fields, want 20 and 20+3 overrides", n, et.NumField())
 	}
 	for i := range et.NumField() {
 		var e pb.Enrichment
@@ -375,6 +375,8 @@ func TestEnrichmentFieldsMatchProto(t *testing.T) {
 			f.SetUint(300)
 		case reflect.Int32:
 			f.SetInt(2)
+		case reflect.Bool:
+			f.SetBool(true)
 		default:
 			t.Fatalf("Enrichment.%s: kind %v not covered", et.Field(i).Name, f.Kind())
 		}
@@ -416,6 +418,8 @@ func randomEnrichment(rng *rand.Rand, all bool) *pb.Enrichment {
 				b = rng.Int32() - rng.Int32()
 			}
 			f.SetInt(int64(b))
+		case reflect.Bool:
+			f.SetBool(true)
 		}
 	}
 	return &e

@@ -9,6 +9,13 @@
 -- either family with one expression:
 --   replaceRegexpOne(IPv6NumToString(SrcAddr), '^::ffff:', '')
 --
+-- The enrichment columns (SrcCountry … SamplingRateFromExporter) hold what
+-- the enricher added (pb fields 2001 and up, docs/enricher.md): '' and 0
+-- when it found nothing, or when enrichment is off. Names, roles, sites
+-- and interface names repeat a few hundred distinct values at most, hence
+-- LowCardinality. SamplingRateFromExporter is true when SamplingRate came
+-- from the exporters file because the exporter sent 0.
+--
 -- Topic, Partition and Offset name the Kafka record each flow came from.
 -- The ClickHouse path is at-least-once: after a crash between writing a
 -- block and committing its offsets, the block is read again. Find such
@@ -41,7 +48,27 @@ CREATE TABLE IF NOT EXISTS flows_raw
     Packets        UInt64                CODEC(T64, ZSTD(1)),
     Topic          LowCardinality(String),
     Partition      UInt64                CODEC(T64, ZSTD(1)),
-    Offset         UInt64                CODEC(T64, ZSTD(1))
+    Offset         UInt64                CODEC(T64, ZSTD(1)),
+    SrcCountry       LowCardinality(String),
+    DstCountry       LowCardinality(String),
+    SrcASName        LowCardinality(String),
+    DstASName        LowCardinality(String),
+    SrcNetName       LowCardinality(String),
+    DstNetName       LowCardinality(String),
+    SrcNetRole       LowCardinality(String),
+    DstNetRole       LowCardinality(String),
+    SrcNetSite       LowCardinality(String),
+    DstNetSite       LowCardinality(String),
+    ExporterName     LowCardinality(String),
+    InIfName         LowCardinality(String),
+    OutIfName        LowCardinality(String),
+    InIfDescription  LowCardinality(String),
+    OutIfDescription LowCardinality(String),
+    InIfSpeed        UInt64                CODEC(T64, ZSTD(1)),
+    OutIfSpeed       UInt64                CODEC(T64, ZSTD(1)),
+    InIfBoundary     Enum8('undefined' = 0, 'external' = 1, 'internal' = 2),
+    OutIfBoundary    Enum8('undefined' = 0, 'external' = 1, 'internal' = 2),
+    SamplingRateFromExporter Bool
 )
 ENGINE = MergeTree
 PARTITION BY Date

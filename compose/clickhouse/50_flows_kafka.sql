@@ -1,8 +1,12 @@
--- flows: the Kafka topic "flows" as a table. It stores nothing: each block
--- it consumes goes to the materialized views of 60_flows_views.sql.
+-- flows: the Kafka topic "flows-enriched" as a table. It stores nothing:
+-- each block it consumes goes to the materialized views of
+-- 60_flows_views.sql.
 --
--- Records are goflow2 -format=bin: varint-length-delimited FlowMessages,
--- decoded with pb/flow.proto, mounted as format_schemas/flow.proto.
+-- Records are the enricher's output: varint-length-delimited FlowMessages
+-- (goflow2 -format=bin plus the enrichment fields 2001 and up), decoded
+-- with pb/flow.proto, mounted as format_schemas/flow.proto. With
+-- ENRICHMENT=off the enricher passes flows through unchanged and the
+-- enrichment columns read as '' and 0.
 -- Columns are matched to proto fields BY NAME, so each column is named
 -- exactly as its field (compose/clickhouse tests check names and types
 -- against pb/flow.proto). Fields not listed here are skipped.
@@ -30,12 +34,33 @@ CREATE TABLE IF NOT EXISTS flows
     out_if             UInt32,
     tcp_flags          UInt32,
     src_as             UInt32,
-    dst_as             UInt32
+    dst_as             UInt32,
+    -- Enrichment (pb fields 2001-2020). The Enum8 names are the proto's.
+    src_country        String,
+    dst_country        String,
+    src_as_name        String,
+    dst_as_name        String,
+    src_net_name       String,
+    dst_net_name       String,
+    src_net_role       String,
+    dst_net_role       String,
+    src_net_site       String,
+    dst_net_site       String,
+    exporter_name      String,
+    in_if_name         String,
+    out_if_name        String,
+    in_if_description  String,
+    out_if_description String,
+    in_if_speed        UInt64,
+    out_if_speed       UInt64,
+    in_if_boundary     Enum8('BOUNDARY_UNDEFINED' = 0, 'BOUNDARY_EXTERNAL' = 1, 'BOUNDARY_INTERNAL' = 2),
+    out_if_boundary    Enum8('BOUNDARY_UNDEFINED' = 0, 'BOUNDARY_EXTERNAL' = 1, 'BOUNDARY_INTERNAL' = 2),
+    sampling_rate_from_exporter Bool
 )
 ENGINE = Kafka
 SETTINGS
     kafka_broker_list = 'kafka:9092',
-    kafka_topic_list = 'flows',
+    kafka_topic_list = 'flows-enriched',
     kafka_group_name = 'clickhouse',
     kafka_format = 'Protobuf',
     kafka_schema = 'flow.proto:FlowMessage',

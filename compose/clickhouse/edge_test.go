@@ -195,11 +195,15 @@ func TestBrokenRecordsRejected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A boundary the proto does not name (the enricher writes 0-2 only).
+	unknownBoundary := pb.AppendEnrichedFrame(nil, flowWith("192.0.2.1", "192.0.2.2").AppendWire(nil),
+		&pb.Enrichment{SrcCountry: "CH", InIfBoundary: 3})
 	for name, record := range map[string][]byte{
 		"truncated":          good[:len(good)-3],
 		"length beyond data": append([]byte{0xff, 0x01}, good[1:]...),
 		"not protobuf":       []byte("{\"json\": true}\n"),
 		"unknown flow type":  unknown,
+		"unknown boundary":   unknownBoundary,
 	} {
 		if err := s.InsertProtobuf("flows", record, protoSchema(t)); err == nil {
 			t.Errorf("%s record: decoded without error", name)

@@ -115,7 +115,7 @@ func schemaDB(t testing.TB, keepOld bool) *chdb.Session {
 		t.Fatal(err)
 	}
 	if keepOld {
-		for _, table := range []string{"flows_raw", "flows_5m", "flows_1h", "flows_errors"} {
+		for _, table := range []string{"flows_raw", "flows_5m", "flows_1h", "flows_5m_enriched", "flows_errors"} {
 			if err := s.Exec("SYSTEM STOP TTL MERGES " + db + "." + table); err != nil {
 				t.Fatal(err)
 			}

@@ -6,7 +6,29 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
+
+// docsEnrichment is what the enricher could add to the mocker's flow m
+// with a small networks and exporters file: one country and name per AS,
+// the destination as a customer at a site, the exporter and its
+// interfaces (transit in, customer out).
+func docsEnrichment(m *pb.FlowMessage) *pb.Enrichment {
+	countries := []string{"US", "DE", "FR", "NL", "JP", "BR", "CH"}
+	names := []string{"EXAMPLE-CDN", "EXAMPLE-CLOUD", "Example Telecom", "EXAMPLE-ISP", "Beispiel AG"}
+	customers := []struct{ name, site string }{{"customer-a", "par1"}, {"customer-b", "fra1"}, {"customer-c", "par1"}}
+	c := customers[m.DstAs%uint32(len(customers))]
+	exporter := m.SamplerAddress[len(m.SamplerAddress)-1]
+	return &pb.Enrichment{
+		SrcCountry: countries[m.SrcAs%uint32(len(countries))], DstCountry: "FR",
+		SrcAsName: names[m.SrcAs%uint32(len(names))], DstAsName: names[m.DstAs%uint32(len(names))],
+		DstNetName: c.name, DstNetSite: c.site, DstNetRole: "customer",
+		ExporterName: []string{"edge1.par1", "edge2.fra1"}[exporter%2],
+		InIfName:     "et-0/0/" + string(rune('0'+m.InIf%4)), InIfSpeed: 100e9, InIfBoundary: pb.FlowMessage_BOUNDARY_EXTERNAL,
+		OutIfName: "ae1" + string(rune('0'+m.OutIf%3)), OutIfSpeed: 10e9, OutIfBoundary: pb.FlowMessage_BOUNDARY_INTERNAL,
+	}
+}
 
 // docs/clickhouse.md is tested: each ```sql block of its "# ClickHouse"
 // section (the whole page) runs on the schema loaded with the mocker's flows
@@ -139,8 +161,16 @@ func TestREADMEQueries(t *testing.T) {
 	s := schemaDB(t, true)
 	// One insert and merged tables, so that outputs do not depend on how
 	// parts happened to merge.
-	insert(t, s, mockMessages(mockSeed, mockFlows, mockStart, mockSpan))
-	for _, table := range []string{"flows_raw", "flows_5m", "flows_1h"} {
+	// Enriched as the enricher would, without overriding any collector
+	// field, so that the other outputs are those of the mocker's flows.
+	var record []byte
+	for _, m := range mockMessages(mockSeed, mockFlows, mockStart, mockSpan) {
+		record = pb.AppendEnrichedFrame(record, m.AppendWire(nil), docsEnrichment(m))
+	}
+	if err := s.InsertProtobuf("flows", record, protoSchema(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{"flows_raw", "flows_5m", "flows_1h", "flows_5m_enriched"} {
 		if err := s.Exec("OPTIMIZE TABLE " + table + " FINAL"); err != nil {
 			t.Fatal(err)
 		}

@@ -58,7 +58,7 @@ func TestKafkaTableSettings(t *testing.T) {
 		"CREATE TABLE IF NOT EXISTS flows",
 		"ENGINE = Kafka",
 		"kafka_broker_list = 'kafka:9092'",
-		"kafka_topic_list = 'flows'",
+		"kafka_topic_list = 'flows-enriched'",
 		"kafka_group_name = 'clickhouse'",
 		"kafka_format = 'Protobuf'",
 		"kafka_schema = 'flow.proto:FlowMessage'",
@@ -83,6 +83,8 @@ func clickhouseType(fd protoreflect.FieldDescriptor) string {
 		return "UInt32"
 	case protoreflect.BytesKind, protoreflect.StringKind:
 		return "String"
+	case protoreflect.BoolKind:
+		return "Bool"
 	case protoreflect.EnumKind:
 		vals := fd.Enum().Values()
 		parts := make([]string, vals.Len())

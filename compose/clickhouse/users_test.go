@@ -100,7 +100,7 @@ func TestGrafanaUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"flows_raw", "flows_5m", "flows_1h", "flows_errors"} {
+	for _, want := range []string{"flows_raw", "flows_5m", "flows_1h", "flows_5m_enriched", "flows_errors"} {
 		if !granted[want] {
 			t.Errorf("grafana has no SELECT on %s", want)
 		}
@@ -110,8 +110,8 @@ func TestGrafanaUser(t *testing.T) {
 			t.Errorf("the ClickHouse dashboard reads %s, which grafana may not SELECT", m[1])
 		}
 	}
-	if len(granted) != 4 {
-		t.Errorf("grafana has %d grants, want the 4 tables", len(granted))
+	if len(granted) != 5 {
+		t.Errorf("grafana has %d grants, want the 5 tables", len(granted))
 	}
 
 	insert(t, s, mockMessages(mockSeed, 100, mockStart, mockSpan))
