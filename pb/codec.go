@@ -30,12 +30,20 @@ const (
 func wireTag(num protowire.Number, typ uint64) uint64 { return uint64(num)<<3 | typ }
 
 // sizeTag is the encoded size of a tag: fields 1-15 take one byte, 16-2047
-// two (FlowMessage's highest number is 2019).
+// two (FlowMessage's highest number is 2020).
 func sizeTag(num protowire.Number) int {
 	if num < 16 {
 		return 1
 	}
 	return 2
+}
+
+// boolUint is a bool's varint value (1 or 0, omitted when false).
+func boolUint(v bool) uint64 {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 // appendUint appends a varint field, omitted when zero (proto3). It is
@@ -244,6 +252,7 @@ func (m *FlowMessage) AppendWire(b []byte) []byte {
 	b = appendUint(b, 2017, m.OutIfSpeed)
 	b = appendUint(b, 2018, uint64(int64(m.InIfBoundary)))
 	b = appendUint(b, 2019, uint64(int64(m.OutIfBoundary)))
+	b = appendUint(b, 2020, boolUint(m.SamplingRateFromExporter))
 	return append(b, m.unknownFields...)
 }
 
@@ -311,6 +320,7 @@ func (m *FlowMessage) WireSize() int {
 		sizeUint(2017, m.OutIfSpeed) +
 		sizeUint(2018, uint64(int64(m.InIfBoundary))) +
 		sizeUint(2019, uint64(int64(m.OutIfBoundary))) +
+		sizeUint(2020, boolUint(m.SamplingRateFromExporter)) +
 		len(m.unknownFields)
 }
 
@@ -460,6 +470,9 @@ func (m *FlowMessage) DecodeWire(b []byte) error {
 				m.InIfBoundary = FlowMessage_Boundary(int32(v))
 			case 2019:
 				m.OutIfBoundary = FlowMessage_Boundary(int32(v))
+			case 2020:
+				// As protobuf-go: any non-zero varint is true.
+				m.SamplingRateFromExporter = v != 0
 			}
 		case protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)

@@ -22,7 +22,7 @@ var notUpstream = map[protoreflect.Name]bool{"flow_direction": true}
 const firstEnrichment = 2001
 
 // enrichmentFields is how many fields the enricher adds.
-const enrichmentFields = 19
+const enrichmentFields = 20
 
 // upstream reports whether fd is one of goflow2's fields, not the enricher's
 // nor one goflow2 leaves commented out.
@@ -116,6 +116,8 @@ func distinctValue(fd protoreflect.FieldDescriptor, i int) protoreflect.Value {
 	case protoreflect.EnumKind:
 		vals := fd.Enum().Values()
 		return protoreflect.ValueOfEnum(vals.Get(vals.Len() - 1).Number())
+	case protoreflect.BoolKind:
+		return protoreflect.ValueOfBool(true)
 	case protoreflect.StringKind:
 		return protoreflect.ValueOfString(fmt.Sprintf("%s-%d-Zürich", fd.Name(), i))
 	}
@@ -245,6 +247,8 @@ func unknownHas(b []byte, fd protoreflect.FieldDescriptor, want protoreflect.Val
 				return l > 0 && v == uint64(want.Enum())
 			case protoreflect.Uint32Kind, protoreflect.Uint64Kind:
 				return l > 0 && v == want.Uint()
+			case protoreflect.BoolKind:
+				return l > 0 && (v != 0) == want.Bool()
 			}
 			return false
 		}

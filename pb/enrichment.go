@@ -3,7 +3,7 @@ package pb
 import "google.golang.org/protobuf/encoding/protowire"
 
 // Enrichment is what the enricher adds to one flow: the FlowMessage fields
-// 2001-2019, and overrides of three collector fields. A zero field adds
+// 2001-2020, and overrides of three collector fields. A zero field adds
 // nothing.
 //
 // The enricher does not decode and re-encode a flow: AppendEnrichedFrame
@@ -25,6 +25,7 @@ type Enrichment struct {
 	InIfDescription, OutIfDescription string
 	InIfSpeed, OutIfSpeed             uint64 // bits per second
 	InIfBoundary, OutIfBoundary       FlowMessage_Boundary
+	SamplingRateFromExporter          bool   // sampling_rate came from the exporters file
 	SamplingRate                      uint64 // 0 keeps the collector's sampling_rate
 	SrcAs, DstAs                      uint32 // 0 keeps the collector's src_as, dst_as
 }
@@ -34,7 +35,7 @@ func (e *Enrichment) Reset() { *e = Enrichment{} }
 
 // AppendWire appends e's non-zero fields to dst as protobuf fields, in
 // field-number order: the overrides sampling_rate (3), src_as (14) and
-// dst_as (15), then 2001-2019. A string with invalid UTF-8 is written with
+// dst_as (15), then 2001-2020. A string with invalid UTF-8 is written with
 // one U+FFFD per run of invalid bytes (as strings.ToValidUTF8 does), since
 // readers reject a proto3 string that is not UTF-8.
 func (e *Enrichment) AppendWire(dst []byte) []byte {
@@ -63,6 +64,7 @@ func (e *Enrichment) AppendWire(dst []byte) []byte {
 	dst = appendUint(dst, 2017, e.OutIfSpeed)
 	dst = appendUint(dst, 2018, uint64(int64(e.InIfBoundary)))
 	dst = appendUint(dst, 2019, uint64(int64(e.OutIfBoundary)))
+	dst = appendUint(dst, 2020, boolUint(e.SamplingRateFromExporter))
 	return dst
 }
 
@@ -92,7 +94,8 @@ func (e *Enrichment) WireSize() int {
 		sizeUint(2016, e.InIfSpeed) +
 		sizeUint(2017, e.OutIfSpeed) +
 		sizeUint(2018, uint64(int64(e.InIfBoundary))) +
-		sizeUint(2019, uint64(int64(e.OutIfBoundary)))
+		sizeUint(2019, uint64(int64(e.OutIfBoundary))) +
+		sizeUint(2020, boolUint(e.SamplingRateFromExporter))
 }
 
 // AppendEnrichedFrame appends to dst one length-prefixed frame (the framing

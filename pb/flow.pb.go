@@ -219,8 +219,11 @@ type FlowMessage struct {
 	OutIfSpeed    uint64               `protobuf:"varint,2017,opt,name=out_if_speed,json=outIfSpeed,proto3" json:"out_if_speed,omitempty"`
 	InIfBoundary  FlowMessage_Boundary `protobuf:"varint,2018,opt,name=in_if_boundary,json=inIfBoundary,proto3,enum=flowpipeline.FlowMessage_Boundary" json:"in_if_boundary,omitempty"`
 	OutIfBoundary FlowMessage_Boundary `protobuf:"varint,2019,opt,name=out_if_boundary,json=outIfBoundary,proto3,enum=flowpipeline.FlowMessage_Boundary" json:"out_if_boundary,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// True when sampling_rate was filled from the exporters file because the
+	// exporter sent none (NetFlow v5 exporters often send 0).
+	SamplingRateFromExporter bool `protobuf:"varint,2020,opt,name=sampling_rate_from_exporter,json=samplingRateFromExporter,proto3" json:"sampling_rate_from_exporter,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *FlowMessage) Reset() {
@@ -666,12 +669,19 @@ func (x *FlowMessage) GetOutIfBoundary() FlowMessage_Boundary {
 	return FlowMessage_BOUNDARY_UNDEFINED
 }
 
+func (x *FlowMessage) GetSamplingRateFromExporter() bool {
+	if x != nil {
+		return x.SamplingRateFromExporter
+	}
+	return false
+}
+
 var File_flow_proto protoreflect.FileDescriptor
 
 const file_flow_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"flow.proto\x12\fflowpipeline\"\x87\x11\n" +
+	"flow.proto\x12\fflowpipeline\"\xc7\x11\n" +
 	"\vFlowMessage\x126\n" +
 	"\x04type\x18\x01 \x01(\x0e2\".flowpipeline.FlowMessage.FlowTypeR\x04type\x12(\n" +
 	"\x10time_received_ns\x18n \x01(\x04R\x0etimeReceivedNs\x12!\n" +
@@ -743,7 +753,8 @@ const file_flow_proto_rawDesc = "" +
 	"\fout_if_speed\x18\xe1\x0f \x01(\x04R\n" +
 	"outIfSpeed\x12I\n" +
 	"\x0ein_if_boundary\x18\xe2\x0f \x01(\x0e2\".flowpipeline.FlowMessage.BoundaryR\finIfBoundary\x12K\n" +
-	"\x0fout_if_boundary\x18\xe3\x0f \x01(\x0e2\".flowpipeline.FlowMessage.BoundaryR\routIfBoundary\"S\n" +
+	"\x0fout_if_boundary\x18\xe3\x0f \x01(\x0e2\".flowpipeline.FlowMessage.BoundaryR\routIfBoundary\x12>\n" +
+	"\x1bsampling_rate_from_exporter\x18\xe4\x0f \x01(\bR\x18samplingRateFromExporter\"S\n" +
 	"\bFlowType\x12\x0f\n" +
 	"\vFLOWUNKNOWN\x10\x00\x12\v\n" +
 	"\aSFLOW_5\x10\x01\x12\x0e\n" +
