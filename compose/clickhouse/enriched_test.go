@@ -71,8 +71,8 @@ func TestEnrichedFrames(t *testing.T) {
 			sel = append(sel, fmt.Sprintf("toString(%s)", fd.Name()))
 		}
 	}
-	if len(enrichment) != 19+2 {
-		t.Fatalf("%d columns, want the 19 enrichment fields and 2 more", len(enrichment))
+	if len(enrichment) != 20+2 {
+		t.Fatalf("%d columns, want the 20 enrichment fields and 2 more", len(enrichment))
 	}
 	if err := s.Exec("CREATE TABLE enriched (" + strings.Join(cols, ", ") + ") ENGINE = Memory"); err != nil {
 		t.Fatal(err)
@@ -103,6 +103,8 @@ func TestEnrichedFrames(t *testing.T) {
 				w = strconv.FormatUint(v.Uint(), 10)
 			case protoreflect.EnumKind:
 				w = string(fd.Enum().Values().ByNumber(v.Enum()).Name())
+			case protoreflect.BoolKind:
+				w = strconv.FormatBool(v.Bool())
 			}
 			if got[r][c] != w {
 				t.Errorf("row %d column %s: ClickHouse read %q, protobuf-go %q", r, fd.Name(), got[r][c], w)

@@ -83,6 +83,8 @@ func clickhouseType(fd protoreflect.FieldDescriptor) string {
 		return "UInt32"
 	case protoreflect.BytesKind, protoreflect.StringKind:
 		return "String"
+	case protoreflect.BoolKind:
+		return "Bool"
 	case protoreflect.EnumKind:
 		vals := fd.Enum().Values()
 		parts := make([]string, vals.Len())
