@@ -28,7 +28,7 @@ bench: kafka-libs geodata
 	$(GO) test -run '^$$' -bench Generate -benchmem -cpu 1 ./mocker/
 	$(GO) test -run '^$$' -bench Produce -benchtime 1000000x -benchmem ./mocker/
 	$(GO) test -run '^$$' -bench 'Decode|AddFlow' -benchmem ./inserter/...
-	$(GO) test -run '^$$' -bench Drain1M -benchtime 1x -timeout 30m ./inserter/
+	$(GO) test -run '^$$' -bench 'Drain1M|DrainEnriched1M' -benchtime 1x -timeout 30m ./inserter/
 	$(GO) test -run '^$$' -bench Lookup -benchmem -cpu 1 ./enricher/sources/
 	$(GO) test -run '^$$' -bench Transform -benchmem -cpu 1 ./enricher/
 	$(GO) test -run '^$$' -bench Pipeline -benchtime 1x -timeout 30m ./enricher/

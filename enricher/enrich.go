@@ -60,8 +60,8 @@ func Enrich(set *sources.Set, m *pb.FlowMessage, e *pb.Enrichment, o Options, c 
 		return
 	}
 	e.ExporterName = exp.Name
-	if m.SamplingRate == 0 {
-		e.SamplingRate = exp.SamplingRate
+	if m.SamplingRate == 0 && exp.SamplingRate != 0 {
+		e.SamplingRate, e.SamplingRateFromExporter = exp.SamplingRate, true
 	}
 	in, ok := exp.Interfaces[m.InIf]
 	c.Count(sources.SourceInterface, ok)

@@ -29,14 +29,6 @@ const (
 // wireTag is a field's tag before varint encoding.
 func wireTag(num protowire.Number, typ uint64) uint64 { return uint64(num)<<3 | typ }
 
-// boolUint is a bool field's varint: 1 or 0 (not written).
-func boolUint(v bool) uint64 {
-	if v {
-		return 1
-	}
-	return 0
-}
-
 // sizeTag is the encoded size of a tag: fields 1-15 take one byte, 16-2047
 // two (FlowMessage's highest number is 2020).
 func sizeTag(num protowire.Number) int {
@@ -44,6 +36,14 @@ func sizeTag(num protowire.Number) int {
 		return 1
 	}
 	return 2
+}
+
+// boolUint is a bool's varint value (1 or 0, omitted when false).
+func boolUint(v bool) uint64 {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 // appendUint appends a varint field, omitted when zero (proto3). It is
@@ -471,7 +471,8 @@ func (m *FlowMessage) DecodeWire(b []byte) error {
 			case 2019:
 				m.OutIfBoundary = FlowMessage_Boundary(int32(v))
 			case 2020:
-				m.SamplingRateFromExporter = v != 0 // as proto.Unmarshal reads a bool
+				// As protobuf-go: any non-zero varint is true.
+				m.SamplingRateFromExporter = v != 0
 			}
 		case protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)

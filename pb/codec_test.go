@@ -129,6 +129,8 @@ func edgeValues(fd protoreflect.FieldDescriptor) []protoreflect.Value {
 			vs = append(vs, protoreflect.ValueOfEnum(v))
 		}
 		return vs
+	case protoreflect.BoolKind:
+		return []protoreflect.Value{protoreflect.ValueOfBool(true)}
 	case protoreflect.StringKind:
 		// ASCII, multi-byte runes (and U+FFFD itself, valid UTF-8), and
 		// lengths around the one- and two-byte length prefixes.
@@ -140,8 +142,6 @@ func edgeValues(fd protoreflect.FieldDescriptor) []protoreflect.Value {
 			vs = append(vs, protoreflect.ValueOfString(strings.Repeat("é", n/2)+strings.Repeat("a", n%2)))
 		}
 		return vs
-	case protoreflect.BoolKind:
-		return []protoreflect.Value{protoreflect.ValueOfBool(true)}
 	}
 	panic(fmt.Sprintf("test needs values for kind %v (field %s)", fd.Kind(), fd.Name()))
 }
@@ -198,10 +198,10 @@ func randomValue(rng *rand.Rand, fd protoreflect.FieldDescriptor) protoreflect.V
 			v = 1 + rng.Int32N(4)
 		}
 		return protoreflect.ValueOfEnum(protoreflect.EnumNumber(v))
+	case protoreflect.BoolKind:
+		return protoreflect.ValueOfBool(true) // false is proto3's zero
 	case protoreflect.StringKind:
 		return protoreflect.ValueOfString(randomString(rng))
-	case protoreflect.BoolKind:
-		return protoreflect.ValueOfBool(rng.IntN(2) == 0)
 	}
 	panic(fmt.Sprintf("test needs values for kind %v (field %s)", fd.Kind(), fd.Name()))
 }
@@ -345,7 +345,7 @@ func wireCases() map[string][]byte {
 		"deep groups":                    cat(bytes.Repeat(tag(5, protowire.StartGroupType), 10001), bytes.Repeat(tag(5, protowire.EndGroupType), 10001)),
 		"groups at the recursion limit":  cat(bytes.Repeat(tag(5, protowire.StartGroupType), 9999), bytes.Repeat(tag(5, protowire.EndGroupType), 9999)),
 		"unknown fixed fields then good": cat(tag(50, protowire.Fixed32Type), make([]byte, 4), tag(51, protowire.Fixed64Type), make([]byte, 8), good),
-		// The enricher's fields (2001-2019): strings must be UTF-8.
+		// The enricher's fields (2001-2020): strings must be UTF-8.
 		"string":                     cat(tag(2001, protowire.BytesType), v(2), []byte("CH")),
 		"string multi-byte":          cat(tag(2015, protowire.BytesType), v(7), []byte("Zürich")),
 		"string twice (last wins)":   cat(tag(2003, protowire.BytesType), v(1), []byte("a"), tag(2003, protowire.BytesType), v(1), []byte("b")),
@@ -357,7 +357,9 @@ func wireCases() map[string][]byte {
 		"speed as bytes":             cat(tag(2016, protowire.BytesType), v(1), []byte{1}),
 		"boundary negative":          cat(tag(2018, protowire.VarintType), v(math.MaxUint64)),
 		"boundary over 32 bits":      cat(tag(2019, protowire.VarintType), v(1<<40|2)),
-		"past the enricher's fields": cat(tag(2020, protowire.BytesType), v(1), []byte{0xff}),
+		"bool other than 1":          cat(tag(2020, protowire.VarintType), v(2)),
+		"bool over 32 bits":          cat(tag(2020, protowire.VarintType), v(1<<40)),
+		"past the enricher's fields": cat(tag(2021, protowire.BytesType), v(1), []byte{0xff}),
 	}
 }
 

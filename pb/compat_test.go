@@ -116,10 +116,10 @@ func distinctValue(fd protoreflect.FieldDescriptor, i int) protoreflect.Value {
 	case protoreflect.EnumKind:
 		vals := fd.Enum().Values()
 		return protoreflect.ValueOfEnum(vals.Get(vals.Len() - 1).Number())
-	case protoreflect.StringKind:
-		return protoreflect.ValueOfString(fmt.Sprintf("%s-%d-Zürich", fd.Name(), i))
 	case protoreflect.BoolKind:
 		return protoreflect.ValueOfBool(true)
+	case protoreflect.StringKind:
+		return protoreflect.ValueOfString(fmt.Sprintf("%s-%d-Zürich", fd.Name(), i))
 	}
 	panic(fmt.Sprintf("test needs a value for kind %v (field %s)", fd.Kind(), fd.Name()))
 }

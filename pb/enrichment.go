@@ -25,9 +25,9 @@ type Enrichment struct {
 	InIfDescription, OutIfDescription string
 	InIfSpeed, OutIfSpeed             uint64 // bits per second
 	InIfBoundary, OutIfBoundary       FlowMessage_Boundary
+	SamplingRateFromExporter          bool   // sampling_rate came from the exporters file
 	SamplingRate                      uint64 // 0 keeps the collector's sampling_rate
 	SrcAs, DstAs                      uint32 // 0 keeps the collector's src_as, dst_as
-	SamplingRateFromExporter          bool   // SamplingRate came from the exporters file
 }
 
 // Reset zeroes e for the next flow.

@@ -273,13 +273,13 @@ func TestAppendEnrichedFrameKeepsUnknownFields(t *testing.T) {
 	}
 
 	e := typicalEnrichment()
-	e.SamplingRate, e.DstAs = 1000, 65010
+	e.SamplingRate, e.DstAs, e.SamplingRateFromExporter = 1000, 65010, true
 	body := checkEnriched(t, frame, e, dirty())
 
 	// protowire: the frame's fields first, unchanged, then exactly ours.
 	got, orig := fieldsOf(t, body), fieldsOf(t, frame)
-	if len(got) != len(orig)+20 { // typicalEnrichment sets 18 fields, plus 2 overrides
-		t.Fatalf("enriched frame has %d fields, want %d + 20", len(got), len(orig))
+	if len(got) != len(orig)+21 { // typicalEnrichment sets 18 fields, plus 2 overrides and sampling_rate_from_exporter
+		t.Fatalf("enriched frame has %d fields, want %d + 21", len(got), len(orig))
 	}
 	for i, f := range orig {
 		if got[i].num != f.num || got[i].typ != f.typ || !bytes.Equal(got[i].raw, f.raw) {
@@ -290,7 +290,7 @@ func TestAppendEnrichedFrameKeepsUnknownFields(t *testing.T) {
 	for _, f := range got[len(orig):] {
 		added = append(added, f.num)
 	}
-	if want := []protowire.Number{3, 15, 2001, 2002, 2003, 2004, 2005, 2006, 2007, 2008, 2010, 2011, 2012, 2013, 2014, 2015, 2016, 2017, 2018, 2019}; !reflect.DeepEqual(added, want) {
+	if want := []protowire.Number{3, 15, 2001, 2002, 2003, 2004, 2005, 2006, 2007, 2008, 2010, 2011, 2012, 2013, 2014, 2015, 2016, 2017, 2018, 2019, 2020}; !reflect.DeepEqual(added, want) {
 		t.Errorf("added fields %v, want %v (src_net_site is empty)", added, want)
 	}
 

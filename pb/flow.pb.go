@@ -219,8 +219,8 @@ type FlowMessage struct {
 	OutIfSpeed    uint64               `protobuf:"varint,2017,opt,name=out_if_speed,json=outIfSpeed,proto3" json:"out_if_speed,omitempty"`
 	InIfBoundary  FlowMessage_Boundary `protobuf:"varint,2018,opt,name=in_if_boundary,json=inIfBoundary,proto3,enum=flowpipeline.FlowMessage_Boundary" json:"in_if_boundary,omitempty"`
 	OutIfBoundary FlowMessage_Boundary `protobuf:"varint,2019,opt,name=out_if_boundary,json=outIfBoundary,proto3,enum=flowpipeline.FlowMessage_Boundary" json:"out_if_boundary,omitempty"`
-	// True when sampling_rate comes from the exporters file because the
-	// exporter sent 0.
+	// True when sampling_rate was filled from the exporters file because the
+	// exporter sent none (NetFlow v5 exporters often send 0).
 	SamplingRateFromExporter bool `protobuf:"varint,2020,opt,name=sampling_rate_from_exporter,json=samplingRateFromExporter,proto3" json:"sampling_rate_from_exporter,omitempty"`
 	unknownFields            protoimpl.UnknownFields
 	sizeCache                protoimpl.SizeCache

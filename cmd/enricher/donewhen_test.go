@@ -22,6 +22,7 @@ type enriched struct {
 	InIfSpeed, OutIfSpeed                                                uint64
 	InIfBoundary, OutIfBoundary                                          pb.FlowMessage_Boundary
 	SamplingRate                                                         uint64
+	SamplingRateFromExporter                                             bool
 	SrcAs, DstAs                                                         uint32
 }
 
@@ -29,7 +30,7 @@ func enrichedOf(m *pb.FlowMessage) enriched {
 	return enriched{m.SrcCountry, m.DstCountry, m.SrcAsName, m.DstAsName, m.SrcNetName, m.DstNetName,
 		m.SrcNetRole, m.DstNetRole, m.SrcNetSite, m.DstNetSite, m.ExporterName,
 		m.InIfName, m.OutIfName, m.InIfDescription, m.OutIfDescription, m.InIfSpeed, m.OutIfSpeed,
-		m.InIfBoundary, m.OutIfBoundary, m.SamplingRate, m.SrcAs, m.DstAs}
+		m.InIfBoundary, m.OutIfBoundary, m.SamplingRate, m.SamplingRateFromExporter, m.SrcAs, m.DstAs}
 }
 
 // expect is what the data files say about the input flow m, straight from
@@ -53,8 +54,8 @@ func expect(set *sources.Set, m *pb.FlowMessage) enriched {
 	}
 	if e, ok := set.Exporter(sampler); ok {
 		w.ExporterName = e.Name
-		if m.SamplingRate == 0 {
-			w.SamplingRate = e.SamplingRate
+		if m.SamplingRate == 0 && e.SamplingRate != 0 {
+			w.SamplingRate, w.SamplingRateFromExporter = e.SamplingRate, true
 		}
 		w.InIfBoundary, w.OutIfBoundary = pb.FlowMessage_Boundary(e.DefaultBoundary), pb.FlowMessage_Boundary(e.DefaultBoundary)
 		if i, ok := e.Interfaces[m.InIf]; ok {
@@ -151,7 +152,7 @@ func TestDoneWhen(t *testing.T) {
 			"exporter_name": got.ExporterName != "", "in_if": got.InIfName != "" && got.InIfDescription != "" && got.InIfSpeed != 0,
 			"out_if":         got.OutIfName != "" && got.OutIfDescription != "" && got.OutIfSpeed != 0,
 			"in_if_boundary": got.InIfBoundary == pb.FlowMessage_BOUNDARY_EXTERNAL, "out_if_boundary": got.OutIfBoundary == pb.FlowMessage_BOUNDARY_INTERNAL,
-			"sampling_rate filled": in0.SamplingRate == 0 && got.SamplingRate != 0, "src_as filled": in0.SrcAs == 0 && got.SrcAs != 0,
+			"sampling_rate filled": in0.SamplingRate == 0 && got.SamplingRate != 0 && got.SamplingRateFromExporter, "src_as filled": in0.SrcAs == 0 && got.SrcAs != 0,
 			"dst_as filled": in0.DstAs == 0 && got.DstAs != 0, "src_country miss": got.SrcCountry == ""} {
 			if v {
 				set1[name]++

@@ -53,6 +53,18 @@ type rollup struct {
 	srcAS, dstAS   uint32
 	etype          uint32
 	bytes, packets uint64 // scaled by max(sampling_rate, 1)
+	dims           enrichedDims
+}
+
+// enrichedDims are flows_5m_enriched's key columns besides the timeslot and
+// AS numbers. The strings are the decoded message's: DecodeWire gives each
+// flow its own (or reuses the previous flow's when equal), never a view of
+// a buffer that is overwritten, so keeping them costs no copy.
+type enrichedDims struct {
+	srcCountry, dstCountry, srcASName, dstASName   string
+	srcNetName, dstNetName, srcNetSite, dstNetSite string
+	exporterName, inIfName, outIfName              string
+	inIfBoundary, outIfBoundary                    int16
 }
 
 // NewBatch returns an empty batch for topic/partition.
@@ -65,7 +77,7 @@ func NewBatch(topic string, partition int32) *Batch {
 // Grow makes room for flows more flows, so a batch filled up to its flush
 // threshold never reallocates (doubling would leave up to half unused).
 func (b *Batch) Grow(flows int) {
-	const rowSize = 240 // an IPv6 row is about 230 bytes encoded
+	const rowSize = 240 // an IPv6 row is about 230 bytes encoded (without enrichment)
 	b.rows = slices.Grow(b.rows, flows*rowSize)
 	b.rollups = slices.Grow(b.rollups, flows)
 	b.records = slices.Grow(b.records, flows)
@@ -109,7 +121,9 @@ func (b *Batch) AddFlow(m *pb.FlowMessage) {
 	slot := Timeslot(m.TimeReceivedNs)
 	// flows_5m holds scaled sums; ValidateFlow bounds each product to 2^50.
 	rate := max(m.SamplingRate, 1)
-	b.rollups = append(b.rollups, rollup{slot: slot, srcAS: m.SrcAs, dstAS: m.DstAs, etype: m.Etype, bytes: m.Bytes * rate, packets: m.Packets * rate})
+	b.rollups = append(b.rollups, rollup{slot: slot, srcAS: m.SrcAs, dstAS: m.DstAs, etype: m.Etype, bytes: m.Bytes * rate, packets: m.Packets * rate,
+		dims: enrichedDims{m.SrcCountry, m.DstCountry, m.SrcAsName, m.DstAsName, m.SrcNetName, m.DstNetName, m.SrcNetSite, m.DstNetSite,
+			m.ExporterName, m.InIfName, m.OutIfName, int16(m.InIfBoundary), int16(m.OutIfBoundary)}})
 	// Flows arrive in time order: only touch the map when the day changes.
 	if day := slot - slot%86400; day != b.lastDay {
 		b.days[day] = struct{}{}

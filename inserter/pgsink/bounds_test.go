@@ -3,7 +3,10 @@ package pgsink_test
 import (
 	"context"
 	"errors"
+	"math"
 	"math/big"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,6 +59,18 @@ func TestValidateFlowBounds(t *testing.T) {
 		{"no retention: 20 years ago", &pb.FlowMessage{TimeReceivedNs: uint64(now.AddDate(-20, 0, 0).UnixNano())}, noRetention, nil},
 		{"time_received 0", &pb.FlowMessage{}, noRetention, errAny},
 		{"port 65536", &pb.FlowMessage{SrcPort: 65536}, noRetention, errAny},
+		// The enricher's fields.
+		{"name 200 bytes", &pb.FlowMessage{SrcAsName: strings.Repeat("é", 100)}, noRetention, nil},
+		{"name 201 bytes", &pb.FlowMessage{OutIfName: strings.Repeat("é", 100) + "x"}, noRetention, pgsink.ErrOutOfRange},
+		{"country 201 bytes", &pb.FlowMessage{DstCountry: strings.Repeat("x", 201)}, noRetention, pgsink.ErrOutOfRange},
+		{"description 256 bytes", &pb.FlowMessage{InIfDescription: strings.Repeat("x", 256)}, noRetention, nil},
+		{"description 257 bytes", &pb.FlowMessage{OutIfDescription: strings.Repeat("x", 257)}, noRetention, pgsink.ErrOutOfRange},
+		{"NUL in a name", &pb.FlowMessage{ExporterName: "edge\x001"}, noRetention, errAny},
+		{"speed 2^63-1", &pb.FlowMessage{InIfSpeed: math.MaxInt64}, noRetention, nil},
+		{"speed 2^63", &pb.FlowMessage{OutIfSpeed: math.MaxInt64 + 1}, noRetention, pgsink.ErrOutOfRange},
+		{"boundary 2", &pb.FlowMessage{InIfBoundary: pb.FlowMessage_BOUNDARY_INTERNAL}, noRetention, nil},
+		{"boundary 3", &pb.FlowMessage{OutIfBoundary: 3}, noRetention, errAny},
+		{"boundary -1", &pb.FlowMessage{InIfBoundary: -1}, noRetention, errAny},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -237,4 +252,40 @@ func TestPartitionDroppedBehindTheSink(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT count(*), sum(bytes) FROM flows").Scan(&rows, &bytes); err != nil || rows != 1 || bytes != 20 {
 		t.Fatalf("flows holds %d rows, %d bytes (%v); want the second flow only", rows, bytes, err)
 	}
+}
+
+// TestWorstAcceptedEnrichment stores flows with every enrichment field at
+// its bound (multi-byte text of 200 and 256 bytes, speeds 2^63-1): the
+// rows and flows_5m_enriched's key (11 texts of 200 bytes) fit, and read
+// back equal.
+func TestWorstAcceptedEnrichment(t *testing.T) {
+	dsn := testDB(t)
+	s := newSink(t, dsn, "g")
+	ctx := context.Background()
+	name := func(c string) string { return strings.Repeat(c, pgsink.MaxNameBytes/len(c)) }
+	var flows []*pb.FlowMessage
+	for i, c := range []string{"é", "東京", "x"} {
+		flows = append(flows, &pb.FlowMessage{TimeReceivedNs: uint64(time.Now().UnixNano()), SequenceNum: uint32(i), SamplerAddress: []byte{192, 0, 2, 9},
+			Bytes: 1, Packets: 1, SrcCountry: name(c), DstCountry: name(c), SrcAsName: name(c), DstAsName: name(c), SrcNetName: name(c),
+			DstNetName: name(c), SrcNetRole: name(c), DstNetRole: name(c), SrcNetSite: name(c), DstNetSite: name(c), ExporterName: name(c),
+			InIfName: name(c), OutIfName: name(c), InIfDescription: strings.Repeat("d", pgsink.MaxDescriptionBytes),
+			OutIfDescription: strings.Repeat("é", pgsink.MaxDescriptionBytes/2), InIfSpeed: math.MaxInt64, OutIfSpeed: math.MaxInt64,
+			InIfBoundary: pb.FlowMessage_BOUNDARY_INTERNAL, OutIfBoundary: pb.FlowMessage_BOUNDARY_EXTERNAL, SamplingRateFromExporter: i == 1})
+	}
+	if res, err := s.Write(ctx, batchOf(t, flows, 0)); err != nil || res.Flows != len(flows) {
+		t.Fatalf("write: %+v %v", res, err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	got := readEnriched(t, conn)
+	for _, m := range flows {
+		k := flowKey{netip.AddrFrom4([4]byte{192, 0, 2, 9}), int64(m.SequenceNum)}
+		if r, ok := got[k]; !ok || r != enrichedOf(m) {
+			t.Errorf("flow %d: stored %+v (found %v)", k.seq, r, ok)
+		}
+	}
+	flowtest.Check(t, dsn, flowtest.Totals{Flows: 3, Bytes: 3, Packets: 3})
 }

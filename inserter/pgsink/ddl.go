@@ -135,8 +135,26 @@ func (s *Sink) CreateSchema(ctx context.Context) error {
 			if !need {
 				continue
 			}
+			if name, ok := viewName(stmt); ok {
+				// CREATE OR REPLACE VIEW can only append columns; flows_scaled
+				// selects flows.* before its own, so a column added to flows
+				// needs the view dropped and created again, in this
+				// transaction (readers of the view wait, under lock_timeout).
+				if _, err := tx.Exec(ctx, "DROP VIEW IF EXISTS "+name); err != nil {
+					return fmt.Errorf("drop view %s to recreate it: %w", name, err)
+				}
+			}
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("%s: %w", firstLine(stmt), err)
+			}
+			if strings.HasPrefix(stmt, "CREATE TABLE IF NOT EXISTS flows_5m_enriched ") {
+				// A new rollup starts equal to the rows already stored (none on
+				// a new database; on an upgrade, the earlier release's rows
+				// with default dimensions): a one-time scan of flows, which
+				// retention bounds, committed with the table.
+				if _, err := tx.Exec(ctx, "INSERT INTO flows_5m_enriched "+EnrichedRollupSQL); err != nil {
+					return fmt.Errorf("fill flows_5m_enriched from flows: %w", err)
+				}
 			}
 		}
 		migrated, err := migrateRollup(ctx, tx)
@@ -146,6 +164,15 @@ func (s *Sink) CreateSchema(ctx context.Context) error {
 		return err
 	})
 	return opErr("schema", err)
+}
+
+// viewName is the view a CREATE OR REPLACE VIEW statement creates.
+func viewName(stmt string) (string, bool) {
+	words := strings.Fields(stmt)
+	if len(words) > 5 && strings.EqualFold(strings.Join(words[:4], " "), "CREATE OR REPLACE VIEW") {
+		return words[4], true
+	}
+	return "", false
 }
 
 func firstLine(s string) string {
@@ -178,6 +205,13 @@ func stmtNeeded(ctx context.Context, tx pgx.Tx, stmt string) (bool, error) {
 		// writer and block new ones.
 		ok, err := exists(words[5])
 		return !ok, err
+	case upper(2) == "ALTER TABLE" && len(words) > 8 && strings.EqualFold(strings.Join(words[3:8], " "), "ADD COLUMN IF NOT EXISTS"):
+		// ADD COLUMN IF NOT EXISTS takes ACCESS EXCLUSIVE on the table
+		// before it checks: only run it when the column is missing.
+		var missing bool
+		err := tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT 1 FROM pg_attribute
+WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped)`, words[2], words[8]).Scan(&missing)
+		return missing, err
 	case upper(4) == "CREATE OR REPLACE VIEW" && len(words) > 6 && strings.EqualFold(words[5], "AS"):
 		return viewDiffers(ctx, tx, words[4], stmt)
 	case upper(3) == "COMMENT ON COLUMN" && len(words) > 5 && strings.EqualFold(words[4], "IS"):
@@ -522,8 +556,10 @@ WHERE c.relkind = 'r' AND c.relnamespace = (SELECT relnamespace FROM pg_class WH
 			break
 		}
 	}
-	if _, err := c.Exec(ctx, "DELETE FROM flows_5m WHERE timeslot < $1", keepFrom); err != nil && firstErr == nil {
-		firstErr = fmt.Errorf("delete expired flows_5m rows: %w", err)
+	for _, rollup := range [...]string{"flows_5m", "flows_5m_enriched"} {
+		if _, err := c.Exec(ctx, "DELETE FROM "+rollup+" WHERE timeslot < $1", keepFrom); err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("delete expired %s rows: %w", rollup, err)
+		}
 	}
 	if firstErr != nil && (IsLockTimeout(firstErr) || errors.Is(firstErr, ErrBusy)) {
 		firstErr = fmt.Errorf("%w (a long transaction still reads flows; retention resumes on its next run)", firstErr)

@@ -242,7 +242,7 @@ func TestCreateSchemaBehindLocks(t *testing.T) {
 	}
 	for _, tc := range []struct{ name, lock string }{
 		{"reader", "SELECT count(*) FROM flows; SELECT count(*) FROM flows_scaled"},
-		{"exclusive", "LOCK TABLE flows, flows_5m, kafka_offsets, flows_scaled IN EXCLUSIVE MODE"},
+		{"exclusive", "LOCK TABLE flows, flows_5m, flows_5m_enriched, kafka_offsets, flows_scaled IN EXCLUSIVE MODE"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			holder := connect(t, dsn)

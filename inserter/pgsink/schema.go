@@ -53,7 +53,46 @@ var columns = []column{
 	{"out_if", "bigint", func(b []byte, m *pb.FlowMessage) []byte { return putInt8(b, int64(m.OutIf)) }},
 	{"bytes", "bigint", func(b []byte, m *pb.FlowMessage) []byte { return putInt8(b, int64(m.Bytes)) }},
 	{"packets", "bigint", func(b []byte, m *pb.FlowMessage) []byte { return putInt8(b, int64(m.Packets)) }},
+	// The enricher's fields (pb 2001-2020). A flow without them (a topic
+	// the enricher did not write) stores the defaults. Columns added after
+	// the first release carry a constant DEFAULT so that migrating an
+	// existing database adds them without rewriting it (enrichedColumns).
+	{"src_country", textCol, func(b []byte, m *pb.FlowMessage) []byte { return putText(b, m.SrcCountry) }},
+	{"dst_country", textCol, func(b []byte, m *pb.FlowMessage) []byte { return putText(b, m.DstCountry) }},
+	{"src_as_name", textCol, func(b []byte, m *pb.FlowMessage) []byte { return putText(b, m.SrcAsName) }},
+	{"dst_as_name", textCol, func(b []byte, m *pb.FlowMessage) []byte { return putText(b, m.DstAsName) }},
+	{"src_net_name", textCol, func(b []byte, m *pb.FlowMessage) []byte { return putText(b, m.SrcNetName) }},
+	{"dst_net_name", textCol, func(b []byte, m *pb.FlowMessage) []byte { return putText(b, m.DstNetName) }},
+	{"src_net_role", textCol, func(b []byte, m *pb.FlowMessage) []byte { return putText(b, m.SrcNetRole) }},
+	{"dst_net_role", textCol, func(b []byte, m *pb.FlowMessage) []byte { return putText(b, m.DstNetRole) }},
+	{"src_net_site", textCol, func(b []byte, m *pb.FlowMessage) []byte { return putText(b, m.SrcNetSite) }},
+	{"dst_net_site", textCol, func(b []byte, m *pb.FlowMessage) []byte { return putText(b, m.DstNetSite) }},
+	{"exporter_name", textCol, func(b []byte, m *pb.FlowMessage) []byte { return putText(b, m.ExporterName) }},
+	{"in_if_name", textCol, func(b []byte, m *pb.FlowMessage) []byte { return putText(b, m.InIfName) }},
+	{"out_if_name", textCol, func(b []byte, m *pb.FlowMessage) []byte { return putText(b, m.OutIfName) }},
+	{"in_if_description", textCol, func(b []byte, m *pb.FlowMessage) []byte { return putText(b, m.InIfDescription) }},
+	{"out_if_description", textCol, func(b []byte, m *pb.FlowMessage) []byte { return putText(b, m.OutIfDescription) }},
+	{"in_if_speed", "bigint NOT NULL DEFAULT 0", func(b []byte, m *pb.FlowMessage) []byte { return putInt8(b, int64(m.InIfSpeed)) }},
+	{"out_if_speed", "bigint NOT NULL DEFAULT 0", func(b []byte, m *pb.FlowMessage) []byte { return putInt8(b, int64(m.OutIfSpeed)) }},
+	{"in_if_boundary", "smallint NOT NULL DEFAULT 0", func(b []byte, m *pb.FlowMessage) []byte { return putInt2(b, int16(m.InIfBoundary)) }},
+	{"out_if_boundary", "smallint NOT NULL DEFAULT 0", func(b []byte, m *pb.FlowMessage) []byte { return putInt2(b, int16(m.OutIfBoundary)) }},
+	{"sampling_rate_from_exporter", "boolean NOT NULL DEFAULT false", func(b []byte, m *pb.FlowMessage) []byte { return putBool(b, m.SamplingRateFromExporter) }},
 }
+
+const textCol = "text NOT NULL DEFAULT ''"
+
+// firstEnrichedColumn is the index in columns of the first column the
+// previous release did not have: from there on, CreateSchema adds what a
+// database created by it lacks.
+const firstEnrichedColumn = 20
+
+// Bounds on the enricher's text fields, so that a hostile or broken flow
+// cannot bloat rows, and flows_5m_enriched's key (11 of these strings)
+// stays well inside a btree index entry (about 2700 bytes).
+const (
+	MaxNameBytes        = 200 // countries, AS, network and interface names, roles, sites
+	MaxDescriptionBytes = 256 // in_if_description, out_if_description
+)
 
 // ColumnNames lists the flows columns in table order.
 func ColumnNames() []string {
@@ -76,6 +115,9 @@ var (
 	ErrTooOld = errors.New("time_received too old")
 	// ErrTooNew: time_received is after Limits.MaxTimeNs (now + max future).
 	ErrTooNew = errors.New("time_received too far in the future")
+	// ErrTextTooLong: an enrichment text field is above MaxNameBytes or
+	// MaxDescriptionBytes (counted as out_of_range).
+	ErrTextTooLong = fmt.Errorf("%w: text field too long", ErrOutOfRange)
 )
 
 // Bounds on what a flow may carry. With bytes and packets scaled by the
@@ -189,7 +231,69 @@ func ValidateFlow(m *pb.FlowMessage, lim Limits) error {
 			return fmt.Errorf("%s %d exceeds %d", f.name, f.v, f.max)
 		}
 	}
+	return validateEnrichment(m)
+}
+
+// validateEnrichment checks the enricher's fields (pb 2001-2020): bounded
+// text without NUL bytes (PostgreSQL's text refuses them; DecodeWire has
+// already refused invalid UTF-8), speeds that fit bigint, and boundaries
+// that are one of the enum's values (proto3 enums are open).
+func validateEnrichment(m *pb.FlowMessage) error {
+	for _, f := range [...]struct {
+		name string
+		v    string
+		max  int
+	}{
+		{"src_country", m.SrcCountry, MaxNameBytes},
+		{"dst_country", m.DstCountry, MaxNameBytes},
+		{"src_as_name", m.SrcAsName, MaxNameBytes},
+		{"dst_as_name", m.DstAsName, MaxNameBytes},
+		{"src_net_name", m.SrcNetName, MaxNameBytes},
+		{"dst_net_name", m.DstNetName, MaxNameBytes},
+		{"src_net_role", m.SrcNetRole, MaxNameBytes},
+		{"dst_net_role", m.DstNetRole, MaxNameBytes},
+		{"src_net_site", m.SrcNetSite, MaxNameBytes},
+		{"dst_net_site", m.DstNetSite, MaxNameBytes},
+		{"exporter_name", m.ExporterName, MaxNameBytes},
+		{"in_if_name", m.InIfName, MaxNameBytes},
+		{"out_if_name", m.OutIfName, MaxNameBytes},
+		{"in_if_description", m.InIfDescription, MaxDescriptionBytes},
+		{"out_if_description", m.OutIfDescription, MaxDescriptionBytes},
+	} {
+		if len(f.v) > f.max {
+			return fmt.Errorf("%w: %s has %d bytes, at most %d are stored", ErrTextTooLong, f.name, len(f.v), f.max)
+		}
+		if strings.IndexByte(f.v, 0) >= 0 {
+			return fmt.Errorf("%s holds a NUL byte, which PostgreSQL text cannot store", f.name)
+		}
+	}
+	if m.InIfSpeed > math.MaxInt64 || m.OutIfSpeed > math.MaxInt64 {
+		return fmt.Errorf("%w: interface speed %d/%d exceeds %d", ErrOutOfRange, m.InIfSpeed, m.OutIfSpeed, int64(math.MaxInt64))
+	}
+	for _, f := range [...]struct {
+		name string
+		v    pb.FlowMessage_Boundary
+	}{{"in_if_boundary", m.InIfBoundary}, {"out_if_boundary", m.OutIfBoundary}} {
+		if f.v < pb.FlowMessage_BOUNDARY_UNDEFINED || f.v > pb.FlowMessage_BOUNDARY_INTERNAL {
+			return fmt.Errorf("%s %d is not 0 (undefined), 1 (external) or 2 (internal)", f.name, f.v)
+		}
+	}
 	return nil
+}
+
+// putText stores a string (already valid UTF-8 without NUL: ValidateFlow)
+// as text.
+func putText(b []byte, v string) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
+	return append(b, v...)
+}
+
+func putBool(b []byte, v bool) []byte {
+	b = binary.BigEndian.AppendUint32(b, 1)
+	if v {
+		return append(b, 1)
+	}
+	return append(b, 0)
 }
 
 func putInt2(b []byte, v int16) []byte {
@@ -259,8 +363,18 @@ func ddl() []string {
 	for _, c := range columns {
 		cols = append(cols, "  "+c.name+" "+c.typ)
 	}
-	return []string{
+	stmts := []string{
 		"CREATE TABLE IF NOT EXISTS flows (\n" + strings.Join(cols, ",\n") + "\n) PARTITION BY RANGE (time_received)",
+	}
+	// A flows table created by an earlier release lacks the later columns:
+	// CREATE TABLE IF NOT EXISTS does not add them. ADD COLUMN with a
+	// constant default changes only the catalog (PostgreSQL 11+), on flows
+	// and every partition, without rewriting a row; stmtNeeded runs it
+	// only when the column is missing.
+	for _, c := range columns[firstEnrichedColumn:] {
+		stmts = append(stmts, "ALTER TABLE flows ADD COLUMN IF NOT EXISTS "+c.name+" "+c.typ)
+	}
+	return append(stmts,
 		// Rows arrive roughly in time order and are never updated: a BRIN
 		// index is tiny and cheap to maintain during COPY.
 		"CREATE INDEX IF NOT EXISTS flows_time_received_brin ON flows USING brin (time_received)",
@@ -290,12 +404,52 @@ SELECT *, bytes * greatest(sampling_rate, 1) AS bytes_scaled,
        packets * greatest(sampling_rate, 1) AS packets_scaled
 FROM flows`,
 		"COMMENT ON COLUMN flows.bytes IS 'sampled bytes as sent by the exporter; multiply by greatest(sampling_rate, 1), see view flows_scaled'",
-		"COMMENT ON TABLE flows_5m IS " + quote(rollupMeaning),
+		"COMMENT ON TABLE flows_5m IS "+quote(rollupMeaning),
 		"COMMENT ON COLUMN flows_5m.bytes IS 'sum of scaled bytes: bytes * greatest(sampling_rate, 1), as bytes_scaled in flows_scaled'",
 		"COMMENT ON COLUMN flows_5m.packets IS 'sum of scaled packets: packets * greatest(sampling_rate, 1), as packets_scaled in flows_scaled'",
 		"COMMENT ON COLUMN flows_5m.flows IS 'number of flow rows'",
-	}
+		// The dashboards' rollup of the enriched dimensions (docs/inserter.md
+		// justifies its cardinality). Every flow lands in it, enriched or
+		// not ('' and 0 then), so its sums equal flows_5m's.
+		`CREATE TABLE IF NOT EXISTS flows_5m_enriched (
+  timeslot timestamptz NOT NULL,
+  src_as bigint NOT NULL,
+  dst_as bigint NOT NULL,
+  src_country text NOT NULL,
+  dst_country text NOT NULL,
+  src_as_name text NOT NULL,
+  dst_as_name text NOT NULL,
+  src_net_name text NOT NULL,
+  dst_net_name text NOT NULL,
+  src_net_site text NOT NULL,
+  dst_net_site text NOT NULL,
+  exporter_name text NOT NULL,
+  in_if_name text NOT NULL,
+  out_if_name text NOT NULL,
+  in_if_boundary smallint NOT NULL,
+  out_if_boundary smallint NOT NULL,
+  bytes numeric NOT NULL,
+  packets numeric NOT NULL,
+  flows bigint NOT NULL,
+  PRIMARY KEY (timeslot, src_as, dst_as, src_country, dst_country, src_as_name, dst_as_name, src_net_name, dst_net_name,
+    src_net_site, dst_net_site, exporter_name, in_if_name, out_if_name, in_if_boundary, out_if_boundary)
+)`,
+		"COMMENT ON TABLE flows_5m_enriched IS "+quote(enrichedRollupMeaning),
+	)
 }
+
+// EnrichedRollupSQL aggregates flows the way flows_5m_enriched holds them:
+// CreateSchema fills a new flows_5m_enriched from it (the rows an earlier
+// release stored count with their default dimensions), and tests compare
+// the table with it.
+const EnrichedRollupSQL = `SELECT to_timestamp(floor(extract(epoch FROM time_received) / 300) * 300) AS timeslot,
+  coalesce(src_as, 0) AS src_as, coalesce(dst_as, 0) AS dst_as, src_country, dst_country, src_as_name, dst_as_name,
+  src_net_name, dst_net_name, src_net_site, dst_net_site, exporter_name, in_if_name, out_if_name, in_if_boundary, out_if_boundary,
+  sum(bytes::numeric * greatest(sampling_rate, 1)) AS bytes, sum(packets::numeric * greatest(sampling_rate, 1)) AS packets, count(*) AS flows
+FROM flows GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16`
+
+// enrichedRollupMeaning is what flows_5m_enriched holds.
+const enrichedRollupMeaning = "5-minute rollup of flows per AS, country, AS name, network name and site, exporter and interface name and boundary: scaled bytes and packets (x greatest(sampling_rate, 1)) and the flow count"
 
 // rollupMeaning is what flows_5m holds, the same in PostgreSQL and ClickHouse.
 const rollupMeaning = "5-minute rollup of flows per (src_as, dst_as, etype): scaled bytes and packets (x greatest(sampling_rate, 1)) and the flow count"

@@ -402,5 +402,83 @@ SET bytes = r.bytes + EXCLUDED.bytes, packets = r.packets + EXCLUDED.packets, fl
 	if err != nil {
 		return fmt.Errorf("update flows_5m: %w", err)
 	}
+	return upsertEnrichedRollup(ctx, tx, rows)
+}
+
+type enrichedKey struct {
+	slot         int64
+	srcAS, dstAS uint32
+	dims         enrichedDims
+}
+
+func compareEnrichedKeys(a, b enrichedKey) int {
+	x, y := &a.dims, &b.dims
+	return cmp.Or(cmp.Compare(a.slot, b.slot), cmp.Compare(a.srcAS, b.srcAS), cmp.Compare(a.dstAS, b.dstAS),
+		strings.Compare(x.srcCountry, y.srcCountry), strings.Compare(x.dstCountry, y.dstCountry),
+		strings.Compare(x.srcASName, y.srcASName), strings.Compare(x.dstASName, y.dstASName),
+		strings.Compare(x.srcNetName, y.srcNetName), strings.Compare(x.dstNetName, y.dstNetName),
+		strings.Compare(x.srcNetSite, y.srcNetSite), strings.Compare(x.dstNetSite, y.dstNetSite),
+		strings.Compare(x.exporterName, y.exporterName), strings.Compare(x.inIfName, y.inIfName),
+		strings.Compare(x.outIfName, y.outIfName),
+		cmp.Compare(x.inIfBoundary, y.inIfBoundary), cmp.Compare(x.outIfBoundary, y.outIfBoundary))
+}
+
+// upsertEnrichedRollup adds the batch's flows to flows_5m_enriched, as
+// upsertRollup does for flows_5m, in the same transaction. Keys are sorted
+// the same way in every writer (byte order; PostgreSQL's collation may
+// differ, but only a consistent order matters to avoid deadlocks).
+func upsertEnrichedRollup(ctx context.Context, tx pgx.Tx, rows []rollup) error {
+	agg := make(map[enrichedKey]*rollupSum, 256)
+	for i := range rows {
+		r := &rows[i]
+		k := enrichedKey{r.slot, r.srcAS, r.dstAS, r.dims}
+		s := agg[k]
+		if s == nil {
+			s = &rollupSum{}
+			agg[k] = s
+		}
+		add128(&s.bytes, r.bytes)
+		add128(&s.packets, r.packets)
+		s.flows++
+	}
+	keys := make([]enrichedKey, 0, len(agg))
+	for k := range agg {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, compareEnrichedKeys)
+	n := len(keys)
+	slots, src, dst, flows := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	bytes, packets := make([]string, n), make([]string, n)
+	var text [11][]string
+	for j := range text {
+		text[j] = make([]string, n)
+	}
+	inB, outB := make([]int16, n), make([]int16, n)
+	for i, k := range keys {
+		s, d := agg[k], &k.dims
+		slots[i], src[i], dst[i] = k.slot, int64(k.srcAS), int64(k.dstAS)
+		for j, v := range [11]string{d.srcCountry, d.dstCountry, d.srcASName, d.dstASName, d.srcNetName, d.dstNetName,
+			d.srcNetSite, d.dstNetSite, d.exporterName, d.inIfName, d.outIfName} {
+			text[j][i] = v
+		}
+		inB[i], outB[i] = d.inIfBoundary, d.outIfBoundary
+		bytes[i], packets[i], flows[i] = numericText(s.bytes), numericText(s.packets), s.flows
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO flows_5m_enriched AS r (timeslot, src_as, dst_as, src_country, dst_country, src_as_name, dst_as_name,
+  src_net_name, dst_net_name, src_net_site, dst_net_site, exporter_name, in_if_name, out_if_name, in_if_boundary, out_if_boundary,
+  bytes, packets, flows)
+SELECT to_timestamp(u.slot), u.src, u.dst, u.sc, u.dc, u.san, u.dan, u.snn, u.dnn, u.sns, u.dns, u.exp, u.iin, u.oin, u.ib, u.ob,
+  u.bytes, u.packets, u.flows
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+  $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::smallint[], $16::smallint[], $17::numeric[], $18::numeric[], $19::bigint[])
+  AS u(slot, src, dst, sc, dc, san, dan, snn, dnn, sns, dns, exp, iin, oin, ib, ob, bytes, packets, flows)
+ON CONFLICT (timeslot, src_as, dst_as, src_country, dst_country, src_as_name, dst_as_name, src_net_name, dst_net_name,
+  src_net_site, dst_net_site, exporter_name, in_if_name, out_if_name, in_if_boundary, out_if_boundary) DO UPDATE
+SET bytes = r.bytes + EXCLUDED.bytes, packets = r.packets + EXCLUDED.packets, flows = r.flows + EXCLUDED.flows`,
+		slots, src, dst, text[0], text[1], text[2], text[3], text[4], text[5], text[6], text[7], text[8], text[9], text[10],
+		inB, outB, bytes, packets, flows)
+	if err != nil {
+		return fmt.Errorf("update flows_5m_enriched: %w", err)
+	}
 	return nil
 }

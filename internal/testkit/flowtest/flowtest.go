@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/spendletonliveaction/flow-pipeline/inserter/pgsink"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 
@@ -199,6 +200,10 @@ type DB struct {
 	RollupBytes, RollupPackets, ScaledBytes, ScaledPackets string
 	Duplicates                                             int64 // (sampler_address, sequence_num) stored more than once
 	StoredOffsets                                          int64 // sum of next_offset over kafka_offsets
+	// EnrichedRollupDiff counts the rows of flows_5m_enriched and of the
+	// same aggregation of flows (pgsink.EnrichedRollupSQL) found in only
+	// one of the two: 0 when the rollup equals the rows.
+	EnrichedRollupDiff int64
 }
 
 // Query reads the totals of the flows, flows_5m and kafka_offsets tables.
@@ -215,8 +220,11 @@ func Query(ctx context.Context, dsn string) (DB, error) {
   (SELECT coalesce(sum(bytes::numeric * greatest(sampling_rate, 1)), 0)::text FROM flows),
   (SELECT coalesce(sum(packets::numeric * greatest(sampling_rate, 1)), 0)::text FROM flows),
   (SELECT count(*) FROM (SELECT 1 FROM flows GROUP BY sampler_address, sequence_num HAVING count(*) > 1) d),
-  (SELECT coalesce(sum(next_offset), 0)::bigint FROM kafka_offsets)`).Scan(
-		&d.Rows, &d.Bytes, &d.Packets, &d.RollupFlows, &d.RollupBytes, &d.RollupPackets, &d.ScaledBytes, &d.ScaledPackets, &d.Duplicates, &d.StoredOffsets)
+  (SELECT coalesce(sum(next_offset), 0)::bigint FROM kafka_offsets),
+  (SELECT count(*) FROM ((TABLE flows_5m_enriched EXCEPT ALL (`+pgsink.EnrichedRollupSQL+`))
+    UNION ALL ((`+pgsink.EnrichedRollupSQL+`) EXCEPT ALL TABLE flows_5m_enriched)) d)`).Scan(
+		&d.Rows, &d.Bytes, &d.Packets, &d.RollupFlows, &d.RollupBytes, &d.RollupPackets, &d.ScaledBytes, &d.ScaledPackets, &d.Duplicates, &d.StoredOffsets,
+		&d.EnrichedRollupDiff)
 	return d, err
 }
 
@@ -236,6 +244,9 @@ func Check(t testing.TB, dsn string, want Totals) DB {
 	// flows_5m holds scaled sums: bytes and packets x greatest(sampling_rate, 1).
 	if d.RollupFlows != d.Rows || d.RollupBytes != d.ScaledBytes || d.RollupPackets != d.ScaledPackets {
 		t.Errorf("flows_5m: flows %d, scaled bytes %s, scaled packets %s; flows table: %d, %s, %s", d.RollupFlows, d.RollupBytes, d.RollupPackets, d.Rows, d.ScaledBytes, d.ScaledPackets)
+	}
+	if d.EnrichedRollupDiff != 0 {
+		t.Errorf("flows_5m_enriched: %d rows differ from the aggregation of flows", d.EnrichedRollupDiff)
 	}
 	if d.Duplicates != 0 {
 		t.Errorf("%d (sampler_address, sequence_num) pairs stored more than once", d.Duplicates)
