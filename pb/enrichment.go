@@ -1,6 +1,10 @@
 package pb
 
-import "google.golang.org/protobuf/encoding/protowire"
+import (
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
 
 // Enrichment is what the enricher adds to one flow: the FlowMessage fields
 // 2001-2020, and overrides of three collector fields. A zero field adds
@@ -126,4 +130,25 @@ func AppendEnrichedFrame(dst, frame []byte, e *Enrichment) []byte {
 	}
 	protowire.AppendVarint(dst[start:start], uint64(size))
 	return dst
+}
+
+// Bounds on the enrichment's text fields. The sources clip third-party
+// names to them and refuse longer ones in our own files; the stores
+// reject a flow over them, so one hostile flow cannot bloat rows or rollup
+// keys.
+const (
+	MaxNameBytes        = 200 // countries, AS, network and interface names, roles, sites
+	MaxDescriptionBytes = 256 // in_if_description, out_if_description
+)
+
+// ClipText cuts s to at most max bytes without splitting a UTF-8 sequence.
+func ClipText(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	i := max
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i]
 }

@@ -591,3 +591,22 @@ func TestAppendEnrichedFramePrefixSizes(t *testing.T) {
 		t.Fatalf("length prefixes of %d distinct sizes, want 1 to 4 bytes", len(sizes))
 	}
 }
+
+func TestClipText(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"abc", 3, "abc"},
+		{"abcd", 3, "abc"},
+		{"aé", 2, "a"}, // é is 2 bytes: never cut inside it
+		{"aé", 3, "aé"},
+		{"日本", 5, "日"},
+		{"", 0, ""},
+	} {
+		if got := pb.ClipText(c.in, c.max); got != c.want {
+			t.Errorf("ClipText(%q, %d) = %q, want %q", c.in, c.max, got, c.want)
+		}
+	}
+}

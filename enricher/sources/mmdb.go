@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/oschwald/maxminddb-golang/v2"
+
+	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 
 // MMDB layouts, told apart by the metadata's database_type and, for types
@@ -241,7 +243,7 @@ func decodeASN(res maxminddb.Result, layout string) (asnInfo, error) {
 	if layout == layoutMaxMindASN {
 		var rec maxmindASNRecord
 		err := res.Decode(&rec)
-		return asnInfo{rec.Number, rec.Organization}, err
+		return asnInfo{rec.Number, pb.ClipText(rec.Organization, pb.MaxNameBytes)}, err
 	}
 	var rec ipinfoASNRecord
 	if err := res.Decode(&rec); err != nil {
@@ -254,7 +256,7 @@ func decodeASN(res maxminddb.Result, layout string) (asnInfo, error) {
 	if err != nil {
 		return asnInfo{}, fmt.Errorf("asn %q is not AS followed by a 32-bit number", rec.ASN)
 	}
-	return asnInfo{uint32(n), rec.Name}, nil
+	return asnInfo{uint32(n), pb.ClipText(rec.Name, pb.MaxNameBytes)}, nil
 }
 
 func (db *asnMMDB) lookup(a netip.Addr) (uint32, string, bool) {

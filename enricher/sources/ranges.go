@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 
 // asnRanges answers ASN lookups from range CSVs (first_ip,last_ip,asn,name,
@@ -189,8 +191,8 @@ func readASNCSV(path string, rows []csvRange, names map[string]string) ([]csvRan
 		}
 		name, ok := names[rec[3]]
 		if !ok {
-			name = strings.Clone(rec[3])
-			names[name] = name
+			name = pb.ClipText(strings.Clone(rec[3]), pb.MaxNameBytes)
+			names[rec[3]] = name
 		}
 		rows = append(rows, csvRange{first: first, last: last, asn: uint32(asn), name: name, file: path, line: line})
 	}

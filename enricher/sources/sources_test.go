@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/maxmind/mmdbwriter/mmdbtype"
+
+	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 
 var (
@@ -322,6 +324,8 @@ func TestNetworksErrors(t *testing.T) {
 		{"same prefix twice", "networks:\n  2001:db8::/32: {name: x}\n  2001:DB8::/32: {name: y}\n", `networks keys "2001:DB8::/32" and "2001:db8::/32" are the same prefix`},
 		{"mapped", "networks:\n  ::ffff:192.0.2.0/120: {name: x}\n", "IPv4-mapped"},
 		{"not yaml", "networks: [\n", "networks.yml"},
+		{"name over the stores' bound", "networks:\n  192.0.2.0/24: {name: " + strings.Repeat("n", pb.MaxNameBytes+1) + "}\n", "201 bytes, at most 200 are stored"},
+		{"site over the stores' bound", "networks:\n  192.0.2.0/24: {name: x, site: " + strings.Repeat("s", pb.MaxNameBytes+1) + "}\n", "201 bytes, at most 200 are stored"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path := writeFile(t, t.TempDir(), "networks.yml", c.yaml)
@@ -425,5 +429,21 @@ func TestNilSet(t *testing.T) {
 	}
 	if _, ok := empty.Exporter(a); ok {
 		t.Error("empty Set has an exporter")
+	}
+}
+
+// TestLongASNamesClipped: a third-party AS name longer than the stores keep
+// is cut at a UTF-8 boundary when the CSV loads, rather than making every
+// flow of that AS fail downstream.
+func TestLongASNamesClipped(t *testing.T) {
+	long := strings.Repeat("é", pb.MaxNameBytes) // 2 bytes each
+	path := writeFile(t, t.TempDir(), "asn.csv", "192.0.2.0,192.0.2.255,64500,"+long+"\n")
+	r, _, err := loadASNCSV([]string{path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, name, ok := (&Set{asn: []asnSource{r}}).ASN(netip.MustParseAddr("192.0.2.7"))
+	if !ok || name != strings.Repeat("é", pb.MaxNameBytes/2) {
+		t.Fatalf("name = %d bytes %q, want %d runes of é", len(name), name, pb.MaxNameBytes/2)
 	}
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/gaissmai/bart"
 	"go.yaml.in/yaml/v4"
+
+	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 
 // decodeYAML decodes a whole file strictly: an unknown key is an error, so
@@ -67,6 +69,9 @@ func loadNetworks(path string) (*bart.Table[*Network], error) {
 		}
 		seen[p] = k
 		v := f.Networks[k]
+		if err := textBounds(path, "network "+k, v.Name, v.Role, v.Site); err != nil {
+			return nil, err
+		}
 		t.Insert(p, &Network{Name: v.Name, Role: v.Role, Site: v.Site, Region: v.Region, Tenant: v.Tenant})
 	}
 	return t, nil
@@ -130,6 +135,9 @@ func loadExporters(path string) (map[netip.Addr]*Exporter, error) {
 		if v.SamplingRate > maxSamplingRate {
 			return nil, fmt.Errorf("%s: exporter %s: sampling_rate %d is above 2^32-1", path, k, v.SamplingRate)
 		}
+		if err := textBounds(path, "exporter "+k, v.Name); err != nil {
+			return nil, err
+		}
 		e := &Exporter{Name: v.Name, SamplingRate: v.SamplingRate, DefaultBoundary: def, Interfaces: make(map[uint32]Interface, len(v.Interfaces))}
 		for idx, in := range v.Interfaces {
 			b, ok := parseBoundary(in.Boundary)
@@ -139,9 +147,26 @@ func loadExporters(path string) (map[netip.Addr]*Exporter, error) {
 			if in.Boundary == "" {
 				b = def
 			}
+			if err := textBounds(path, fmt.Sprintf("exporter %s interface %d", k, idx), in.Name); err != nil {
+				return nil, err
+			}
+			if len(in.Description) > pb.MaxDescriptionBytes {
+				return nil, fmt.Errorf("%s: exporter %s interface %d: description has %d bytes, at most %d are stored", path, k, idx, len(in.Description), pb.MaxDescriptionBytes)
+			}
 			e.Interfaces[idx] = Interface{Name: in.Name, Description: in.Description, Speed: in.Speed, Boundary: b}
 		}
 		out[a] = e
 	}
 	return out, nil
+}
+
+// textBounds refuses names longer than the stores keep (pb.MaxNameBytes):
+// a flow carrying one would be rejected downstream.
+func textBounds(path, what string, values ...string) error {
+	for _, v := range values {
+		if len(v) > pb.MaxNameBytes {
+			return fmt.Errorf("%s: %s: %q... has %d bytes, at most %d are stored", path, what, pb.ClipText(v, 20), len(v), pb.MaxNameBytes)
+		}
+	}
+	return nil
 }

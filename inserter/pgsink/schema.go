@@ -90,8 +90,8 @@ const firstEnrichedColumn = 20
 // cannot bloat rows, and flows_5m_enriched's key (11 of these strings)
 // stays well inside a btree index entry (about 2700 bytes).
 const (
-	MaxNameBytes        = 200 // countries, AS, network and interface names, roles, sites
-	MaxDescriptionBytes = 256 // in_if_description, out_if_description
+	MaxNameBytes        = pb.MaxNameBytes        // countries, AS, network and interface names, roles, sites
+	MaxDescriptionBytes = pb.MaxDescriptionBytes // in_if_description, out_if_description
 )
 
 // ColumnNames lists the flows columns in table order.
