@@ -2,6 +2,7 @@ package compose
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -131,6 +132,41 @@ func TestDockerfile(t *testing.T) {
 	for _, want := range []string{".git", ".cache"} {
 		if !strings.Contains("\n"+string(ignore)+"\n", "\n"+want+"\n") {
 			t.Errorf(".dockerignore does not exclude %s", want)
+		}
+	}
+}
+
+// TestDockerContextHoldsTheSources fails when .dockerignore leaves out a
+// folder whose Go packages the binaries build from (an embedded data
+// package, say): `docker build` would fail on a user's machine only.
+func TestDockerContextHoldsTheSources(t *testing.T) {
+	root := repoRoot(t)
+	ignore, err := os.ReadFile(filepath.Join(root, ".dockerignore"))
+	if err != nil {
+		t.Fatalf(".dockerignore: %v", err)
+	}
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", "../cmd/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var dirs []string
+	for _, dir := range strings.Fields(string(out)) {
+		if rel, err := filepath.Rel(root, dir); err == nil && !strings.HasPrefix(rel, "..") {
+			dirs = append(dirs, filepath.ToSlash(rel))
+		}
+	}
+	if len(dirs) < 5 {
+		t.Fatalf("go list found only %d packages of this module: %q", len(dirs), dirs)
+	}
+	for _, line := range strings.Split(string(ignore), "\n") {
+		pattern := strings.TrimSuffix(strings.TrimSpace(line), "/")
+		if pattern == "" || strings.HasPrefix(pattern, "#") || strings.HasPrefix(pattern, "!") {
+			continue
+		}
+		for _, dir := range dirs {
+			if ok, _ := filepath.Match(pattern, dir); ok || strings.HasPrefix(dir+"/", pattern+"/") {
+				t.Errorf(".dockerignore's %q leaves out %s, which the binaries build from", pattern, dir)
+			}
 		}
 	}
 }
