@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,7 +45,7 @@ func exactInt(t *testing.T, v any) *big.Int {
 // TestPostgresQueriesAtBounds stores 20,000 flows at every bound at once
 // (scaled bytes and packets 2^50 each), all in one 5-minute slot and
 // rollup key, and runs every panel of the PostgreSQL dashboard over the
-// hour (rows) and the day (flows_5m): none may fail with "out of range",
+// hour (rows) and the day (flows_5m, flows_5m_enriched): none may fail with "out of range",
 // and the totals are exact, 20,000 x 2^50 being past int64 and uint64.
 func TestPostgresQueriesAtBounds(t *testing.T) {
 	pg := testenv.SharedPostgres(t)
@@ -65,12 +66,18 @@ func TestPostgresQueriesAtBounds(t *testing.T) {
 	end := time.Now().UTC().Truncate(5 * time.Minute)
 	at := end.Add(-10 * time.Minute)
 	const n = 20000
+	long := func(c byte) string { return strings.Repeat(string(c), pgsink.MaxNameBytes) }
 	lim := pgsink.NewLimits(end, 0, 10*time.Minute)
 	b := pgsink.NewBatch("flows", 0)
 	for i := range n {
 		m := &pb.FlowMessage{TimeReceivedNs: uint64(at.UnixNano()) + uint64(i), Bytes: 1 << 48, Packets: 1 << 48, SamplingRate: 4,
 			SrcAs: 1<<32 - 1, DstAs: 1<<32 - 1, Etype: 0x800, Proto: 6, DstPort: 443, SequenceNum: uint32(i),
-			SrcAddr: []byte{192, 0, 2, byte(i % 4)}, DstAddr: []byte{198, 51, 100, 1}, SamplerAddress: []byte{10, 0, 0, 1}}
+			SrcAddr: []byte{192, 0, 2, byte(i % 4)}, DstAddr: []byte{198, 51, 100, 1}, SamplerAddress: []byte{10, 0, 0, 1},
+			// Every enrichment text at its longest, so the Enrichment panels
+			// have rows (one key each) and their sums are checked too.
+			SrcCountry: "US", DstCountry: "DE", SrcAsName: long('a'), DstAsName: long('a'), DstNetName: long('c'), DstNetSite: long('s'),
+			ExporterName: long('e'), InIfName: long('i'), OutIfName: long('o'), InIfBoundary: pb.FlowMessage_BOUNDARY_EXTERNAL,
+			OutIfBoundary: pb.FlowMessage_BOUNDARY_INTERNAL, SamplingRateFromExporter: true}
 		if err := pgsink.ValidateFlow(m, lim); err != nil {
 			t.Fatalf("flow %d: %v", i, err)
 		}
@@ -114,6 +121,20 @@ func TestPostgresQueriesAtBounds(t *testing.T) {
 				case "IPv4 / IPv6", "Top ports", "Protocols":
 					if got := sumCol("Bytes"); got.Cmp(total) != 0 {
 						t.Errorf("bytes %s, want %s", got, total)
+					}
+				case "Top source countries", "Top destination countries", "Top customers", "Top sites":
+					if got := sumCol("ScaledBytes"); got.Cmp(total) != 0 {
+						t.Errorf("bytes %s, want %s", got, total)
+					}
+				case "Top AS by name", "Traffic per exporter and interface":
+					// Each flow counts twice: source and destination AS, input
+					// and output interface.
+					if got, want := sumCol("ScaledBytes"), new(big.Int).Lsh(total, 1); got.Cmp(want) != 0 {
+						t.Errorf("bytes %s, want %s", got, want)
+					}
+				case "Flows sampled at the exporters file's rate":
+					if len(rows) != 100 {
+						t.Errorf("%d rows, want the latest 100", len(rows))
 					}
 				case "Top AS pairs", "Top sources", "Top destinations":
 					if got := sumCol("Bytes"); got.Cmp(total) != 0 {

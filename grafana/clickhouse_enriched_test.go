@@ -33,8 +33,10 @@ type enrichedExpected struct {
 	custTo, custFrom       map[string]uint64 // "name\tsite"
 	siteTo, siteFrom       map[string]uint64 // site
 	iface                  map[string]uint64 // "exporter\tinterface\tdirection\tboundary"
-	fromExporter           int               // flows whose rate came from the exporters file
-	total                  uint64            // scaled bytes of all flows
+	// Scaled packets and flow counts per country, flows per interface.
+	srcCountryPackets, dstCountryPackets, srcCountryFlows, dstCountryFlows, ifaceFlows map[string]uint64
+	fromExporter                                                                       int    // flows whose rate came from the exporters file
+	total                                                                              uint64 // scaled bytes of all flows
 }
 
 // dashEnrichment is what an enricher with a demo-like networks and
@@ -83,7 +85,9 @@ func dashEnrichment(i int, m *pb.FlowMessage) *pb.Enrichment {
 func enrichedRecord(t *testing.T, flows []*pb.FlowMessage) ([]byte, enrichedExpected) {
 	t.Helper()
 	exp := enrichedExpected{srcCountry: map[string]uint64{}, dstCountry: map[string]uint64{}, asSent: map[string]uint64{}, asReceived: map[string]uint64{},
-		custTo: map[string]uint64{}, custFrom: map[string]uint64{}, siteTo: map[string]uint64{}, siteFrom: map[string]uint64{}, iface: map[string]uint64{}}
+		custTo: map[string]uint64{}, custFrom: map[string]uint64{}, siteTo: map[string]uint64{}, siteFrom: map[string]uint64{}, iface: map[string]uint64{},
+		srcCountryPackets: map[string]uint64{}, dstCountryPackets: map[string]uint64{}, srcCountryFlows: map[string]uint64{}, dstCountryFlows: map[string]uint64{},
+		ifaceFlows: map[string]uint64{}}
 	var record []byte
 	for i, f := range flows {
 		e := dashEnrichment(i, f)
@@ -95,11 +99,16 @@ func enrichedRecord(t *testing.T, flows []*pb.FlowMessage) ([]byte, enrichedExpe
 		}
 		b := m.Bytes * max(m.SamplingRate, 1)
 		exp.total += b
+		p := m.Packets * max(m.SamplingRate, 1)
 		if m.SrcCountry != "" {
 			exp.srcCountry[m.SrcCountry] += b
+			exp.srcCountryPackets[m.SrcCountry] += p
+			exp.srcCountryFlows[m.SrcCountry]++
 		}
 		if m.DstCountry != "" {
 			exp.dstCountry[m.DstCountry] += b
+			exp.dstCountryPackets[m.DstCountry] += p
+			exp.dstCountryFlows[m.DstCountry]++
 		}
 		exp.asSent[fmt.Sprintf("%d\t%s", m.SrcAs, m.SrcAsName)] += b
 		exp.asReceived[fmt.Sprintf("%d\t%s", m.DstAs, m.DstAsName)] += b
@@ -120,9 +129,11 @@ func enrichedRecord(t *testing.T, flows []*pb.FlowMessage) ([]byte, enrichedExpe
 		}
 		if m.ExporterName != "" && m.InIfName != "" {
 			exp.iface[m.ExporterName+"\t"+m.InIfName+"\tin\t"+bound(m.InIfBoundary)] += b
+			exp.ifaceFlows[m.ExporterName+"\t"+m.InIfName+"\tin\t"+bound(m.InIfBoundary)]++
 		}
 		if m.ExporterName != "" && m.OutIfName != "" {
 			exp.iface[m.ExporterName+"\t"+m.OutIfName+"\tout\t"+bound(m.OutIfBoundary)] += b
+			exp.ifaceFlows[m.ExporterName+"\t"+m.OutIfName+"\tout\t"+bound(m.OutIfBoundary)]++
 		}
 		if m.SamplingRateFromExporter {
 			exp.fromExporter++
@@ -184,13 +195,16 @@ func checkEnriched(t *testing.T, q sqlQuery, rows [][]any, exp enrichedExpected)
 	}
 	switch q.panel {
 	case "Top source countries", "Top destination countries":
-		want := exp.srcCountry
+		want, packets, flows := exp.srcCountry, exp.srcCountryPackets, exp.srcCountryFlows
 		if q.panel == "Top destination countries" {
-			want = exp.dstCountry
+			want, packets, flows = exp.dstCountry, exp.dstCountryPackets, exp.dstCountryFlows
 		}
 		ranked(20, func(r []any) string { return str(r[0]) }, func(k string, r []any) {
 			if got := u128(t, r[1]); got != want[k] {
 				t.Errorf("panel %q: %s has %d bytes, want %d", q.panel, k, got, want[k])
+			}
+			if p, n := u128(t, r[2]), u128(t, r[3]); p != packets[k] || n != flows[k] {
+				t.Errorf("panel %q: %s has %d packets in %d flows, want %d in %d", q.panel, k, p, n, packets[k], flows[k])
 			}
 		}, func(r []any) uint64 { return u128(t, r[1]) }, want)
 	case "Top AS by name":
@@ -234,6 +248,9 @@ func checkEnriched(t *testing.T, q sqlQuery, rows [][]any, exp enrichedExpected)
 			if got := u128(t, r[4]); got != exp.iface[k] {
 				t.Errorf("panel %q: %q has %d bytes, want %d", q.panel, k, got, exp.iface[k])
 			}
+			if got := u128(t, r[5]); got != exp.ifaceFlows[k] {
+				t.Errorf("panel %q: %q has %d flows, want %d", q.panel, k, got, exp.ifaceFlows[k])
+			}
 		}, func(r []any) uint64 { return u128(t, r[4]) }, exp.iface)
 	case "Traffic per interface and boundary (bits/s)":
 		// Each rate times the 1-minute interval gives back every byte.
@@ -260,6 +277,9 @@ func checkEnriched(t *testing.T, q sqlQuery, rows [][]any, exp enrichedExpected)
 		for _, r := range rows {
 			if u128(t, r[4]) != 1 || str(r[1]) == "" && str(r[2]) == "" {
 				t.Errorf("panel %q: row %v: want sampling rate 1 from the exporters file", q.panel, r)
+			}
+			if u128(t, r[6]) != u128(t, r[5])*u128(t, r[4]) {
+				t.Errorf("panel %q: row %v: scaled bytes are not the sampled bytes times the rate", q.panel, r)
 			}
 		}
 	default:

@@ -485,15 +485,24 @@ func TestPostgresQueries(t *testing.T) {
 	// On a 5-minute boundary, as the rollups' buckets are.
 	end := time.Now().UTC().Truncate(5 * time.Minute)
 	flows, exp := mockFlows(3000, end)
+	// As the enricher writes them to flows-enriched, decoded as the
+	// inserter does: every enrichment column and flows_5m_enriched filled.
+	data, eexp := enrichedRecord(t, flows)
 	b := pgsink.NewBatch("flows", 0)
-	for i, m := range flows {
+	b.BeginRecord(0)
+	i := 0
+	var m pb.FlowMessage
+	if err := pb.UnmarshalRecord(data, &m, func(m *pb.FlowMessage) error {
 		if err := pgsink.ValidateFlow(m, pgsink.NewLimits(end, 0, 10*time.Minute)); err != nil {
-			t.Fatalf("mocker flow %d is invalid for the inserter: %v", i, err)
+			t.Fatalf("enriched mocker flow %d is invalid for the inserter: %v", i, err)
 		}
-		b.BeginRecord(int64(i))
 		b.AddFlow(m)
-		b.EndRecord()
+		i++
+		return nil
+	}); err != nil || i != len(flows) {
+		t.Fatalf("decode the enriched record: %d flows of %d, %v", i, len(flows), err)
 	}
+	b.EndRecord()
 	res, err := sink.Write(ctx, b)
 	if err != nil || res.Flows != len(flows) {
 		t.Fatalf("write %d flows: stored %d, %v", len(flows), res.Flows, err)
@@ -505,22 +514,47 @@ func TestPostgresQueries(t *testing.T) {
 	}
 	defer conn.Close(context.Background())
 	qs := sqlQueries(t, "dashboards/traffic-postgres.json")
-	if len(qs) != len(pgColumns) {
-		t.Errorf("%d SQL panels, %d expected: keep pgColumns in step with the dashboard", len(qs), len(pgColumns))
+	if len(qs) != len(pgColumns)+len(pgEnrichedColumns) {
+		t.Errorf("%d SQL panels, %d expected: keep pgColumns and pgEnrichedColumns in step with the dashboard", len(qs), len(pgColumns)+len(pgEnrichedColumns))
+	}
+	check := func(t *testing.T, q sqlQuery, cols []string, data [][]any, exp expected) {
+		if want, ok := pgEnrichedColumns[q.panel]; ok {
+			if !slices.Equal(cols, want) {
+				t.Fatalf("panel %q: columns %v, want %v", q.panel, cols, want)
+			}
+			checkEnriched(t, q, pgNumbers(data), eexp)
+			return
+		}
+		checkResult(t, q, cols, data, pgColumns[q.panel], exp)
 	}
 	// The default hour reads the rows.
 	for _, q := range qs {
 		t.Run("1h/"+q.panel+"/"+q.refID, func(t *testing.T) {
 			cols, data := runPostgres(t, conn, q, queryWindow(end))
-			checkResult(t, q, cols, data, pgColumns[q.panel], exp)
+			check(t, q, cols, data, exp)
 		})
 	}
-	// A day reads flows_5m, where there is one: with the rows gone, those
-	// panels must still find every byte, rates averaged over 5 minutes.
+	day := queryContext{from: end.Add(-24 * time.Hour), to: end, interval: 2 * time.Minute, vars: map[string]string{}}
+	// Panels without a rollup read the rows over a day too.
+	var rowPanels []string
+	for _, q := range qs {
+		if _, ok := pgEnrichedColumns[q.panel]; ok && !strings.Contains(q.sql, "flows_5m") {
+			rowPanels = append(rowPanels, q.panel)
+			t.Run("24h-rows/"+q.panel+"/"+q.refID, func(t *testing.T) {
+				cols, data := runPostgres(t, conn, q, day)
+				check(t, q, cols, data, exp)
+			})
+		}
+	}
+	if want := []string{"Flows sampled at the exporters file's rate"}; !slices.Equal(rowPanels, want) {
+		t.Errorf("Enrichment panels reading only the rows: %v, want %v", rowPanels, want)
+	}
+	// A day reads flows_5m or flows_5m_enriched, where there is one: with
+	// the rows gone, those panels must still find every byte, rates
+	// averaged over 5 minutes.
 	if _, err := conn.Exec(ctx, "TRUNCATE flows"); err != nil {
 		t.Fatal(err)
 	}
-	day := queryContext{from: end.Add(-24 * time.Hour), to: end, interval: 2 * time.Minute, vars: map[string]string{}}
 	long := exp
 	long.rateWidth = 5 * time.Minute
 	var rollupPanels []string
@@ -531,20 +565,48 @@ func TestPostgresQueries(t *testing.T) {
 		rollupPanels = append(rollupPanels, q.panel)
 		t.Run("24h/"+q.panel+"/"+q.refID, func(t *testing.T) {
 			cols, data := runPostgres(t, conn, q, day)
-			checkResult(t, q, cols, data, pgColumns[q.panel], long)
+			check(t, q, cols, data, long)
 		})
 	}
-	if want := []string{"Traffic (bits/s)", "Traffic (packets/s)", "IPv4 / IPv6", "Top AS pairs"}; !slices.Equal(rollupPanels, want) {
-		t.Errorf("panels reading flows_5m: %v, want %v", rollupPanels, want)
+	if want := []string{"Traffic (bits/s)", "Traffic (packets/s)", "IPv4 / IPv6", "Top AS pairs", "Top source countries", "Top destination countries",
+		"Top AS by name", "Top customers", "Top sites", "Traffic per exporter and interface"}; !slices.Equal(rollupPanels, want) {
+		t.Errorf("panels reading flows_5m or flows_5m_enriched: %v, want %v", rollupPanels, want)
 	}
+}
+
+// The PostgreSQL dashboard's Enrichment panels, with the columns they are
+// written against (those of the ClickHouse dashboard, so checkEnriched
+// checks both).
+var pgEnrichedColumns = map[string][]string{
+	"Top source countries":                       {"Country", "ScaledBytes", "ScaledPackets", "Flows"},
+	"Top destination countries":                  {"Country", "ScaledBytes", "ScaledPackets", "Flows"},
+	"Top AS by name":                             {"AS", "Name", "SentBytes", "ReceivedBytes", "ScaledBytes"},
+	"Top customers":                              {"Customer", "Site", "ToBytes", "FromBytes", "ScaledBytes"},
+	"Top sites":                                  {"Site", "ToBytes", "FromBytes", "ScaledBytes"},
+	"Traffic per exporter and interface":         {"Exporter", "Interface", "Direction", "Boundary", "ScaledBytes", "Flows"},
+	"Flows sampled at the exporters file's rate": {"Time", "Exporter", "Sampler", "Interface", "SamplingRate", "SampledBytes", "ScaledBytes"},
+}
+
+// pgNumbers turns pgx's numbers into json.Number, as checkEnriched reads
+// ClickHouse's.
+func pgNumbers(rows [][]any) [][]any {
+	for _, r := range rows {
+		for i, v := range r {
+			switch v.(type) {
+			case pgtype.Numeric, int64, int32, int16:
+				r[i] = json.Number(jsonString(v))
+			}
+		}
+	}
+	return rows
 }
 
 // runPostgres expands q for qc and runs it, returning the column names and
 // rows.
 func runPostgres(t *testing.T, conn *pgx.Conn, q sqlQuery, qc queryContext) ([]string, [][]any) {
 	t.Helper()
-	if _, ok := pgColumns[q.panel]; !ok {
-		t.Fatalf("no expected columns for panel %q: add it to pgColumns", q.panel)
+	if _, ok := pgColumns[q.panel]; !ok && pgEnrichedColumns[q.panel] == nil {
+		t.Fatalf("no expected columns for panel %q: add it to pgColumns or pgEnrichedColumns", q.panel)
 	}
 	sql, err := expandPostgres(q.sql, qc)
 	if err != nil {
@@ -704,6 +766,43 @@ func TestPipelineMetricsExist(t *testing.T) {
 	for _, n := range names {
 		if !registered(n) {
 			t.Errorf("the Pipeline dashboard plots %s, which none of the mocker, the enricher and the inserter registers", n)
+		}
+	}
+}
+
+// attribution is the geodata credit (docs/geodata.md) both Traffic
+// dashboards show with their Enrichment panels.
+const attribution = "IP to country: ip-location-db (CC0). AS numbers and names: ip-location-db asn, from RouteViews and DB-IP, CC BY 4.0."
+
+func TestDashboardsAttribution(t *testing.T) {
+	for _, f := range []string{"dashboards/traffic-postgres.json", "dashboards/traffic-clickhouse.json"} {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct {
+			Description string `json:"description"`
+			Panels      []struct {
+				Type    string `json:"type"`
+				Options struct {
+					Content string `json:"content"`
+				} `json:"options"`
+			} `json:"panels"`
+		}
+		if err := json.Unmarshal(raw, &d); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(d.Description, attribution) {
+			t.Errorf("%s: the description does not credit the geodata: %q", f, d.Description)
+		}
+		texts := 0
+		for _, p := range d.Panels {
+			if p.Type == "text" && p.Options.Content == attribution {
+				texts++
+			}
+		}
+		if texts != 1 {
+			t.Errorf("%s: %d text panels with the attribution, want 1", f, texts)
 		}
 	}
 }
