@@ -1,6 +1,7 @@
 package sources
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,7 +26,7 @@ var ErrInvalidConfig = errors.New("invalid sources configuration")
 // Config names the data files; each is optional.
 type Config struct {
 	CountryFile   string        // MMDB with countries
-	ASNFiles      []string      // MMDBs (.mmdb) or range CSVs (anything else); earlier files win
+	ASNFiles      []string      // MMDBs or range CSVs (told apart by content); earlier files win
 	NetworksFile  string        // YAML: networks by prefix
 	ExportersFile string        // YAML: exporters by sampler address
 	PollInterval  time.Duration // how often Run checks the files for a change; 0: only on SIGHUP
@@ -66,7 +67,31 @@ func (c Config) files() []string {
 	return out
 }
 
-func isMMDB(path string) bool { return strings.HasSuffix(strings.ToLower(path), ".mmdb") }
+// mmdbMarker starts the metadata section at the end of every MMDB file.
+var mmdbMarker = []byte("\xab\xcd\xefMaxMind.com")
+
+// isMMDB tells an MMDB from a range CSV: by its name, else by the metadata
+// marker in its last 128 KiB (where the format puts it).
+func isMMDB(path string) bool {
+	if strings.HasSuffix(strings.ToLower(path), ".mmdb") {
+		return true
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false // read as a CSV, which reports the error
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	off := max(fi.Size()-128<<10, 0)
+	tail := make([]byte, fi.Size()-off)
+	if _, err := f.ReadAt(tail, off); err != nil {
+		return false
+	}
+	return bytes.Contains(tail, mmdbMarker)
+}
 
 // Source labels of flowpipeline_enricher_lookups_total.
 type Source int

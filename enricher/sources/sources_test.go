@@ -2,6 +2,7 @@ package sources
 
 import (
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -156,7 +157,7 @@ func TestASNCSV(t *testing.T) {
 		{netip.MustParseAddr("1.1.1.1"), 13335, "Cloudflare, Inc.", true},
 		{netip.MustParseAddr("::ffff:8.8.8.8"), 15169, "Google LLC", true},
 		{netip.MustParseAddr("8.8.9.0"), 64500, `Single "quoted" address`, true},
-		{netip.MustParseAddr("8.8.9.1"), 0, "", false}, // past a range
+		{netip.MustParseAddr("8.8.9.1"), 0, "", false},             // past a range
 		{netip.MustParseAddr("10.3.1.1"), 64501, "Six /16s", true}, // in a /16 where no range starts
 		{netip.MustParseAddr("10.5.255.255"), 64501, "Six /16s", true},
 		{netip.MustParseAddr("10.6.0.0"), 0, "", false}, // past the last range
@@ -255,6 +256,15 @@ func TestASNFileOrder(t *testing.T) {
 		{"9.9.9.0/24", maxmindASN(19281, "Quad9")},
 	})
 	csv := writeFile(t, dir, "asn.csv", "8.8.8.0,8.8.8.255,15169,Google LLC\n1.1.1.0,1.1.1.255,13335,Cloudflare\n")
+	// An MMDB not named .mmdb is still read as one.
+	data, err := os.ReadFile(mmdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mmdb = writeFile(t, dir, "GeoLite2-ASN.db", string(data))
+	if !isMMDB(mmdb) || isMMDB(csv) {
+		t.Fatalf("isMMDB(%s) = %v, isMMDB(%s) = %v", mmdb, isMMDB(mmdb), csv, isMMDB(csv))
+	}
 	for _, c := range []struct {
 		files  []string
 		google asnWant
