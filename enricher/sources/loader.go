@@ -317,7 +317,7 @@ func (l *Loader) reload(only map[string]bool) error {
 	}
 	c := l.cfg
 	if c.CountryFile != "" {
-		next.country, _ = load(c.CountryFile, []string{c.CountryFile}, func() (any, error) { return loadCountry(c.CountryFile) }).(*countryDB)
+		next.country, _ = load("country:"+c.CountryFile, []string{c.CountryFile}, func() (any, error) { return loadCountry(c.CountryFile) }).(*countryDB)
 	}
 	// The CSVs merge into one table, loaded together at the first CSV's
 	// place in the order of lookups; each MMDB stands alone.
@@ -331,9 +331,9 @@ func (l *Loader) reload(only map[string]bool) error {
 		var v any
 		switch {
 		case isMMDB(f):
-			v = load(f, []string{f}, func() (any, error) { return loadASNMMDB(f) })
+			v = load("asn:"+f, []string{f}, func() (any, error) { return loadASNMMDB(f) })
 		case f == csvs[0]:
-			v = load("csv:"+strings.Join(csvs, ","), csvs, func() (any, error) {
+			v = load("asn-csv:"+strings.Join(csvs, ","), csvs, func() (any, error) {
 				r, clipped, err := loadASNCSV(csvs)
 				if err != nil {
 					return nil, err
@@ -349,10 +349,10 @@ func (l *Loader) reload(only map[string]bool) error {
 		}
 	}
 	if c.NetworksFile != "" {
-		next.networks, _ = load(c.NetworksFile, []string{c.NetworksFile}, func() (any, error) { return loadNetworks(c.NetworksFile) }).(*bart.Table[*Network])
+		next.networks, _ = load("networks:"+c.NetworksFile, []string{c.NetworksFile}, func() (any, error) { return loadNetworks(c.NetworksFile) }).(*bart.Table[*Network])
 	}
 	if c.ExportersFile != "" {
-		next.exporters, _ = load(c.ExportersFile, []string{c.ExportersFile}, func() (any, error) { return loadExporters(c.ExportersFile) }).(map[netip.Addr]*Exporter)
+		next.exporters, _ = load("exporters:"+c.ExportersFile, []string{c.ExportersFile}, func() (any, error) { return loadExporters(c.ExportersFile) }).(map[netip.Addr]*Exporter)
 	}
 	if err := errors.Join(errs...); err != nil {
 		if prev != nil {
