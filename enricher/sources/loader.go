@@ -1,6 +1,7 @@
 package sources
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,7 +26,7 @@ var ErrInvalidConfig = errors.New("invalid sources configuration")
 // Config names the data files; each is optional.
 type Config struct {
 	CountryFile   string        // MMDB with countries
-	ASNFiles      []string      // MMDBs (.mmdb) or range CSVs (anything else); earlier files win
+	ASNFiles      []string      // MMDBs or range CSVs (told apart by content); earlier files win
 	NetworksFile  string        // YAML: networks by prefix
 	ExportersFile string        // YAML: exporters by sampler address
 	PollInterval  time.Duration // how often Run checks the files for a change; 0: only on SIGHUP
@@ -66,7 +67,31 @@ func (c Config) files() []string {
 	return out
 }
 
-func isMMDB(path string) bool { return strings.HasSuffix(strings.ToLower(path), ".mmdb") }
+// mmdbMarker starts the metadata section at the end of every MMDB file.
+var mmdbMarker = []byte("\xab\xcd\xefMaxMind.com")
+
+// isMMDB tells an MMDB from a range CSV: by its name, else by the metadata
+// marker in its last 128 KiB (where the format puts it).
+func isMMDB(path string) bool {
+	if strings.HasSuffix(strings.ToLower(path), ".mmdb") {
+		return true
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false // read as a CSV, which reports the error
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	off := max(fi.Size()-128<<10, 0)
+	tail := make([]byte, fi.Size()-off)
+	if _, err := f.ReadAt(tail, off); err != nil {
+		return false
+	}
+	return bytes.Contains(tail, mmdbMarker)
+}
 
 // Source labels of flowpipeline_enricher_lookups_total.
 type Source int
@@ -292,7 +317,7 @@ func (l *Loader) reload(only map[string]bool) error {
 	}
 	c := l.cfg
 	if c.CountryFile != "" {
-		next.country, _ = load(c.CountryFile, []string{c.CountryFile}, func() (any, error) { return loadCountry(c.CountryFile) }).(*countryDB)
+		next.country, _ = load("country:"+c.CountryFile, []string{c.CountryFile}, func() (any, error) { return loadCountry(c.CountryFile) }).(*countryDB)
 	}
 	// The CSVs merge into one table, loaded together at the first CSV's
 	// place in the order of lookups; each MMDB stands alone.
@@ -306,9 +331,9 @@ func (l *Loader) reload(only map[string]bool) error {
 		var v any
 		switch {
 		case isMMDB(f):
-			v = load(f, []string{f}, func() (any, error) { return loadASNMMDB(f) })
+			v = load("asn:"+f, []string{f}, func() (any, error) { return loadASNMMDB(f) })
 		case f == csvs[0]:
-			v = load("csv:"+strings.Join(csvs, ","), csvs, func() (any, error) {
+			v = load("asn-csv:"+strings.Join(csvs, ","), csvs, func() (any, error) {
 				r, clipped, err := loadASNCSV(csvs)
 				if err != nil {
 					return nil, err
@@ -324,10 +349,10 @@ func (l *Loader) reload(only map[string]bool) error {
 		}
 	}
 	if c.NetworksFile != "" {
-		next.networks, _ = load(c.NetworksFile, []string{c.NetworksFile}, func() (any, error) { return loadNetworks(c.NetworksFile) }).(*bart.Table[*Network])
+		next.networks, _ = load("networks:"+c.NetworksFile, []string{c.NetworksFile}, func() (any, error) { return loadNetworks(c.NetworksFile) }).(*bart.Table[*Network])
 	}
 	if c.ExportersFile != "" {
-		next.exporters, _ = load(c.ExportersFile, []string{c.ExportersFile}, func() (any, error) { return loadExporters(c.ExportersFile) }).(map[netip.Addr]*Exporter)
+		next.exporters, _ = load("exporters:"+c.ExportersFile, []string{c.ExportersFile}, func() (any, error) { return loadExporters(c.ExportersFile) }).(map[netip.Addr]*Exporter)
 	}
 	if err := errors.Join(errs...); err != nil {
 		if prev != nil {

@@ -271,3 +271,49 @@ flowpipeline_enricher_lookups_total{result="miss",source="network"} 0
 		t.Error(err)
 	}
 }
+
+// IPinfo Lite holds countries and ASNs: one file as both, reloaded as both.
+func TestLoaderOneFileTwoSources(t *testing.T) {
+	dir := t.TempDir()
+	path := writeMMDB(t, dir, "ipinfo_lite.mmdb", "ipinfo lite.mmdb", []mmdbEntry{{"8.8.8.0/24", ipinfoLite("US", "AS15169", "Google LLC")}})
+	cfg := DefaultConfig()
+	cfg.CountryFile, cfg.ASNFiles = path, []string{path}
+	cfg.NetworksFile = writeFile(t, dir, "networks.yml", "networks:\n  8.8.8.0/24: {name: google}\n")
+	l, err := NewLoader(cfg, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(country string, asn uint32, name string) {
+		t.Helper()
+		s := l.Current()
+		if got := s.Country(google); got != country {
+			t.Errorf("Country = %q, want %q", got, country)
+		}
+		if a, n, _ := s.ASN(google); a != asn || n != name {
+			t.Errorf("ASN = %d %q, want %d %q", a, n, asn, name)
+		}
+	}
+	check("US", 15169, "Google LLC")
+	// Another file changes: both parts of the MMDB are reused.
+	rewrite(t, cfg.NetworksFile, "networks:\n  8.8.8.0/24: {name: google2}\n", time.Second)
+	if err := l.reload(l.changed()); err != nil {
+		t.Fatal(err)
+	}
+	check("US", 15169, "Google LLC")
+	writeMMDB(t, dir, "ipinfo_lite.mmdb", "ipinfo lite.mmdb", []mmdbEntry{{"8.8.8.0/24", ipinfoLite("CA", "AS15169", "Google")}})
+	mt := time.Now().Add(2 * time.Second)
+	if err := os.Chtimes(path, mt, mt); err != nil {
+		t.Fatal(err)
+	}
+	changed := l.changed()
+	if !changed[path] || len(changed) != 1 {
+		t.Fatalf("changed = %v, want only %s", changed, path)
+	}
+	if err := l.reload(changed); err != nil {
+		t.Fatal(err)
+	}
+	check("CA", 15169, "Google")
+	if got := reloads(t, l, path, ReloadOK); got != 4 {
+		t.Errorf("reloads ok = %v, want 4 (loaded as country and as ASN, twice)", got)
+	}
+}

@@ -22,6 +22,10 @@ import (
 type asnRanges struct {
 	first4 []uint32
 	rest4  []rangeInfo4
+	// idx4[h] is the index of the first IPv4 range whose first address is
+	// in /16 h or above: a lookup searches only its /16's ranges (a few
+	// instead of 19 steps over 400k, each a likely cache miss).
+	idx4   []uint32
 	first6 []u128
 	rest6  []rangeInfo6
 }
@@ -52,8 +56,10 @@ func v6(a netip.Addr) u128 {
 func (r *asnRanges) lookup(a netip.Addr) (uint32, string, bool) {
 	if a.Is4() {
 		x := v4(a)
-		// The last range whose first address is <= x.
-		lo, hi := 0, len(r.first4)
+		// The last range whose first address is <= x: the one before the
+		// first in x's /16 with a first address above x.
+		h := x >> 16
+		lo, hi := int(r.idx4[h]), int(r.idx4[h+1])
 		for lo < hi {
 			m := int(uint(lo+hi) >> 1)
 			if r.first4[m] <= x {
@@ -145,6 +151,14 @@ func loadASNCSV(paths []string) (r *asnRanges, clipped []string, err error) {
 		}
 	}
 	r.first4, r.rest4 = slices.Clip(r.first4), slices.Clip(r.rest4)
+	r.idx4 = make([]uint32, 1<<16+1)
+	i := 0
+	for h := range 1<<16 + 1 {
+		for i < len(r.first4) && r.first4[i]>>16 < uint32(h) {
+			i++
+		}
+		r.idx4[h] = uint32(i)
+	}
 	r.first6, r.rest6 = slices.Clip(r.first6), slices.Clip(r.rest6)
 	return r, clipped, nil
 }

@@ -2,6 +2,7 @@ package sources
 
 import (
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -135,6 +136,7 @@ const asnCSV = `1.0.0.0,1.0.0.255,13335,"Cloudflare, Inc."
 1.1.1.0,1.1.1.255,13335,"Cloudflare, Inc."
 8.8.8.0,8.8.8.255,15169,Google LLC
 8.8.9.0,8.8.9.0,64500,"Single ""quoted"" address"
+10.0.0.0,10.5.255.255,64501,Six /16s
 2001:4860::,2001:4860:ffff:ffff:ffff:ffff:ffff:ffff,15169,Google LLC
 2606:4700::,2606:4700:ffff:ffff:ffff:ffff:ffff:ffff,13335,"Cloudflare, Inc."
 `
@@ -146,8 +148,8 @@ func TestASNCSV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r.first4) != 4 || len(r.first6) != 2 {
-		t.Fatalf("%d IPv4 and %d IPv6 ranges, want 4 and 2", len(r.first4), len(r.first6))
+	if len(r.first4) != 5 || len(r.first6) != 2 {
+		t.Fatalf("%d IPv4 and %d IPv6 ranges, want 5 and 2", len(r.first4), len(r.first6))
 	}
 	checkASN(t, &Set{asn: []asnSource{r}}, []asnWant{
 		{netip.MustParseAddr("1.0.0.0"), 13335, "Cloudflare, Inc.", true},
@@ -157,7 +159,11 @@ func TestASNCSV(t *testing.T) {
 		{netip.MustParseAddr("1.1.1.1"), 13335, "Cloudflare, Inc.", true},
 		{netip.MustParseAddr("::ffff:8.8.8.8"), 15169, "Google LLC", true},
 		{netip.MustParseAddr("8.8.9.0"), 64500, `Single "quoted" address`, true},
-		{netip.MustParseAddr("8.8.9.1"), 0, "", false}, // past the last range
+		{netip.MustParseAddr("8.8.9.1"), 0, "", false},             // past a range
+		{netip.MustParseAddr("10.3.1.1"), 64501, "Six /16s", true}, // in a /16 where no range starts
+		{netip.MustParseAddr("10.5.255.255"), 64501, "Six /16s", true},
+		{netip.MustParseAddr("10.6.0.0"), 0, "", false}, // past the last range
+		{netip.MustParseAddr("255.255.255.255"), 0, "", false},
 		{netip.MustParseAddr("2001:4860:4860::8888"), 15169, "Google LLC", true},
 		{netip.MustParseAddr("2606:4700::1111"), 13335, "Cloudflare, Inc.", true},
 		{netip.MustParseAddr("2606:4701::"), 0, "", false},
@@ -252,6 +258,15 @@ func TestASNFileOrder(t *testing.T) {
 		{"9.9.9.0/24", maxmindASN(19281, "Quad9")},
 	})
 	csv := writeFile(t, dir, "asn.csv", "8.8.8.0,8.8.8.255,15169,Google LLC\n1.1.1.0,1.1.1.255,13335,Cloudflare\n")
+	// An MMDB not named .mmdb is still read as one.
+	data, err := os.ReadFile(mmdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mmdb = writeFile(t, dir, "GeoLite2-ASN.db", string(data))
+	if !isMMDB(mmdb) || isMMDB(csv) {
+		t.Fatalf("isMMDB(%s) = %v, isMMDB(%s) = %v", mmdb, isMMDB(mmdb), csv, isMMDB(csv))
+	}
 	for _, c := range []struct {
 		files  []string
 		google asnWant
@@ -316,12 +331,14 @@ func TestNetworks(t *testing.T) {
 
 func TestNetworksErrors(t *testing.T) {
 	for _, c := range []struct{ name, yaml, want string }{
-		{"bad prefix", "networks:\n  192.0.2.0/33: {name: x}\n", `networks key "192.0.2.0/33" is not a prefix`},
+		{"bad prefix", "networks:\n  192.0.2.0/33: {name: x}\n", `networks.yml:2: networks key "192.0.2.0/33" is not a prefix`},
 		{"address, no length", "networks:\n  192.0.2.0: {name: x}\n", `networks key "192.0.2.0" is not a prefix`},
 		{"host bits", "networks:\n  192.0.2.1/24: {name: x}\n", `networks key "192.0.2.1/24" has host bits set; write 192.0.2.0/24`},
 		{"unknown field", "networks:\n  192.0.2.0/24: {name: x, owner: y}\n", "owner"},
-		{"unknown top key", "network:\n  192.0.2.0/24: {name: x}\n", "network"},
-		{"same prefix twice", "networks:\n  2001:db8::/32: {name: x}\n  2001:DB8::/32: {name: y}\n", `networks keys "2001:DB8::/32" and "2001:db8::/32" are the same prefix`},
+		{"unknown top key", "network:\n  192.0.2.0/24: {name: x}\n", `networks.yml:1: unknown key "network"; the file holds only "networks"`},
+		{"same prefix twice", "networks:\n  2001:db8::/32: {name: x}\n  2001:DB8::/32: {name: y}\n", `networks.yml:3: networks key "2001:DB8::/32" is the same prefix as "2001:db8::/32"`},
+		{"same key twice", "networks:\n  192.0.2.0/24: {name: x}\n  192.0.2.0/24: {name: y}\n", `networks.yml:3: networks key "192.0.2.0/24" is the same prefix`},
+		{"not a mapping", "networks:\n  - 192.0.2.0/24\n", `networks.yml:2: "networks" must be a mapping`},
 		{"mapped", "networks:\n  ::ffff:192.0.2.0/120: {name: x}\n", "IPv4-mapped"},
 		{"not yaml", "networks: [\n", "networks.yml"},
 		{"name over the stores' bound", "networks:\n  192.0.2.0/24: {name: " + strings.Repeat("n", pb.MaxNameBytes+1) + "}\n", "201 bytes, at most 200 are stored"},
