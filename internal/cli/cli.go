@@ -33,7 +33,12 @@ func EnvName(flagName string) string {
 // Parse parses args into fs, after setting every flag not given on the
 // command line from its environment variable (see EnvName), so compose files
 // can configure a binary either way. The command line wins.
-func Parse(fs *flag.FlagSet, args []string) error {
+func Parse(fs *flag.FlagSet, args []string) error { return ParsePrefixed(fs, args, "") }
+
+// ParsePrefixed is Parse with prefix before every environment variable's
+// name ("DEMO_" reads DEMO_DATA_DIR for -data-dir): a command people run in
+// their own shell must not pick up generic names exported for other tools.
+func ParsePrefixed(fs *flag.FlagSet, args []string, prefix string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -44,9 +49,10 @@ func Parse(fs *flag.FlagSet, args []string) error {
 		if given[f.Name] {
 			return
 		}
-		if v, ok := os.LookupEnv(EnvName(f.Name)); ok {
+		name := prefix + EnvName(f.Name)
+		if v, ok := os.LookupEnv(name); ok {
 			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("environment variable %s=%q: %w", EnvName(f.Name), v, err))
+				errs = append(errs, fmt.Errorf("environment variable %s=%q: %w", name, v, err))
 			}
 		}
 	})
@@ -57,12 +63,15 @@ func Parse(fs *flag.FlagSet, args []string) error {
 }
 
 // SetUsage makes -h list each flag with its environment variable.
-func SetUsage(fs *flag.FlagSet, summary string) {
+func SetUsage(fs *flag.FlagSet, summary string) { SetUsagePrefixed(fs, summary, "") }
+
+// SetUsagePrefixed is SetUsage for a command parsed by ParsePrefixed.
+func SetUsagePrefixed(fs *flag.FlagSet, summary, prefix string) {
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintf(out, "%s\n\nFlags (each can also be set by the environment variable shown):\n", summary)
 		fs.VisitAll(func(f *flag.Flag) {
-			fmt.Fprintf(out, "  -%s  (env %s, default %q)\n    \t%s\n", f.Name, EnvName(f.Name), f.DefValue, f.Usage)
+			fmt.Fprintf(out, "  -%s  (env %s, default %q)\n    \t%s\n", f.Name, prefix+EnvName(f.Name), f.DefValue, f.Usage)
 		})
 	}
 }
