@@ -48,7 +48,15 @@ type Error struct {
 	Err error
 }
 
-func (e *Error) Error() string { return "postgres " + e.Op + ": " + e.Err.Error() }
+func (e *Error) Error() string {
+	// A missing database is the cause to read first: pgx lists it last,
+	// after the TLS negotiation of every address it tried.
+	var pe *pgconn.PgError
+	if errors.As(e.Err, &pe) && pe.Code == "3D000" {
+		return "postgres " + e.Op + ": " + pe.Message + ": create it (createdb) or fix the database name in the DSN; details: " + e.Err.Error()
+	}
+	return "postgres " + e.Op + ": " + e.Err.Error()
+}
 func (e *Error) Unwrap() error { return e.Err }
 
 func opErr(op string, err error) error {

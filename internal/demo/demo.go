@@ -155,8 +155,8 @@ func (c Config) Validate() error {
 	if c.Topic == c.EnrichedTopic {
 		errs = append(errs, fmt.Errorf("Config.Topic and Config.EnrichedTopic are both %q: the enricher needs distinct input and output topics", c.Topic))
 	}
-	if c.Retention < 0 {
-		errs = append(errs, fmt.Errorf("Config.Retention %s: must not be negative (0 keeps everything)", c.Retention))
+	if c.Retention < 0 || (c.Retention > 0 && c.Retention < 24*time.Hour) {
+		errs = append(errs, fmt.Errorf("Config.Retention %s: the inserter's partitions are daily, use at least 1d (or 0 to keep everything)", c.Retention))
 	}
 	if c.Partitions < 1 {
 		errs = append(errs, fmt.Errorf("Config.Partitions %d: want at least 1", c.Partitions))
@@ -216,11 +216,19 @@ func Run(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (S
 	}
 	cfg.setDefaults()
 	start := time.Now()
+	// The data files first: a wrong path fails before anything starts.
+	loader, err := sources.NewLoader(sources.Config{
+		CountryFile: cfg.CountryFile, ASNFiles: cfg.ASNFiles,
+		NetworksFile: cfg.NetworksFile, ExportersFile: cfg.ExportersFile,
+	}, logger.With("component", "sources"), prometheus.NewRegistry())
+	if err != nil {
+		return Summary{}, fmt.Errorf("%w (Config.NetworksFile %q, Config.ExportersFile %q: the demo's files are in the repository's config/, run it from there, or give empty names to run without)",
+			err, cfg.NetworksFile, cfg.ExportersFile)
+	}
 
 	dsn := cfg.PostgresDSN
 	var pg *pgserver.Server
 	if dsn == "" {
-		var err error
 		if pg, err = startPostgres(ctx, cfg, out, logger); err != nil {
 			return Summary{}, err
 		}
@@ -272,13 +280,6 @@ func Run(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (S
 	inStart, rowsBefore, err := prepareDB(ctx, dsn, brokers, cfg.Topic, cfg.EnrichedTopic, group, logger)
 	if err != nil {
 		return Summary{}, err
-	}
-	loader, err := sources.NewLoader(sources.Config{
-		CountryFile: cfg.CountryFile, ASNFiles: cfg.ASNFiles,
-		NetworksFile: cfg.NetworksFile, ExportersFile: cfg.ExportersFile,
-	}, logger.With("component", "sources"), prometheus.NewRegistry())
-	if err != nil {
-		return Summary{}, fmt.Errorf("load the enricher's data files: %w", err)
 	}
 	ecfg := enricher.DefaultConfig()
 	ecfg.Brokers, ecfg.Topic, ecfg.OutTopic = brokers, cfg.Topic, cfg.EnrichedTopic

@@ -356,3 +356,43 @@ SELECT now(), 0, 64511, 64496, 500, 1 FROM generate_series(1, 2)`,
 		}
 	}
 }
+
+// TestGeodata: present files are used as they are; missing ones are
+// fetched once; when the fetch fails the demo says so once and runs
+// without them.
+func TestGeodata(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	marker := filepath.Join(t.TempDir(), "fetched")
+	// A stand-in for .ci/geodata/fetch.sh: writes the three files into
+	// $FLOWPIPELINE_GEODATA and counts its runs.
+	fetch := []string{"sh", "-c", `echo x >> "` + marker + `" && mkdir -p "$FLOWPIPELINE_GEODATA/geo-whois-asn-country-mmdb" "$FLOWPIPELINE_GEODATA/asn" &&
+touch "$FLOWPIPELINE_GEODATA/geo-whois-asn-country-mmdb/geo-whois-asn-country.mmdb" "$FLOWPIPELINE_GEODATA/asn/asn-ipv4.csv" "$FLOWPIPELINE_GEODATA/asn/asn-ipv6.csv"`}
+	wantC, wantA := GeodataFiles(dir)
+	for run := 1; run <= 2; run++ {
+		var out bytes.Buffer
+		c, a := Geodata(ctx, dir, fetch, &out)
+		if c != wantC || !reflect.DeepEqual(a, wantA) {
+			t.Fatalf("run %d: %q %q, want %q %q", run, c, a, wantC, wantA)
+		}
+		runs, _ := os.ReadFile(marker)
+		if string(runs) != "x\n" {
+			t.Errorf("run %d: the fetch ran %d times in all, want once", run, len(runs)/2)
+		}
+		if fetched := strings.Contains(out.String(), "fetching"); fetched != (run == 1) {
+			t.Errorf("run %d: output %q", run, out.String())
+		}
+	}
+
+	var out bytes.Buffer
+	c, a := Geodata(ctx, t.TempDir(), []string{"false"}, &out)
+	if c != "" || a != nil {
+		t.Errorf("failed fetch: %q %q, want none", c, a)
+	}
+	if n := strings.Count(out.String(), "the demo runs with the networks and exporters files alone"); n != 1 {
+		t.Errorf("failed fetch: said so %d times, want once:\n%s", n, out.String())
+	}
+	if c, a := Geodata(ctx, "", fetch, &out); c != "" || a != nil {
+		t.Errorf("no directory: %q %q, want none", c, a)
+	}
+}

@@ -45,6 +45,7 @@ type view struct {
 	enriched string   // the enricher's output, the inserter's input
 	files    []string // the enricher's data files
 
+	failed     bool // a query failed; said once
 	lines      int // lines of the last live frame, to move back over
 	refreshes  int
 	lastStored uint64
@@ -174,11 +175,17 @@ func (v *view) refresh(ctx context.Context, conn *pgx.Conn, produced uint64, fin
 	defer cancel()
 	s, err := v.snapshot(qctx, conn, now)
 	if err != nil {
-		if ctx.Err() == nil {
-			fmt.Fprintf(v.out, "reading the view from PostgreSQL failed: %v\n", err)
-			v.lines = 0
+		if ctx.Err() != nil {
+			return
 		}
-		return
+		// The progress line still shows (stored is the inserter's count);
+		// the error once, not every refresh.
+		if !v.failed {
+			fmt.Fprintf(v.out, "reading the view from PostgreSQL failed: %v\n", err)
+			v.failed = true
+		}
+		s = snapshot{since: now, stored: s.stored, lists: make([][]talker, len(topLists))}
+		v.lines = 0
 	}
 	v.refreshes++
 	rate := 0.0
