@@ -46,7 +46,7 @@ type view struct {
 	files    []string // the enricher's data files
 
 	failed     bool // a query failed; said once
-	lines      int // lines of the last live frame, to move back over
+	lines      int  // lines of the last live frame, to move back over
 	refreshes  int
 	lastStored uint64
 	lastT      time.Time
