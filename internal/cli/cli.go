@@ -172,8 +172,10 @@ func ServeMetrics(ctx context.Context, addr string, gatherer prometheus.Gatherer
 	return nil
 }
 
-// ProbeFlagUsage describes the -probe flag every server binary has.
-const ProbeFlagUsage = "check that this URL answers 200 (e.g. http://127.0.0.1:8081/readyz), then exit 0, or 1 if not; for container health checks, since the images have no curl or wget"
+// ProbeFlagUsage describes the -probe flag every server binary has. The
+// example names no port: each binary's is its own -metrics.addr (the
+// mocker's 8081, the inserter's 8082, the enricher's 8083).
+const ProbeFlagUsage = "check that this URL answers 200 (e.g. http://127.0.0.1:<port of -metrics.addr>/readyz), then exit 0, or 1 if not; for container health checks, since the images have no curl or wget"
 
 // Probe asks a running binary's health endpoint whether it is ready. The
 // images are built FROM scratch, so their health checks run the binary
