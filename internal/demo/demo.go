@@ -399,14 +399,9 @@ loop:
 		failure = fmt.Errorf("the mocker failed: %w", err)
 	}
 	produced := m.Produced()
-	if failure == nil {
-		v.drain(produced, cfg.DrainTimeout, logger)
-	}
-	stopEnricher()
-	stopInserter()
-	wg.Wait()
 	// Records written to the input topic during the run, by the mocker or
-	// anything else: the mocker's records are one flow each.
+	// anything else (the mocker's records are one flow each): the drain
+	// waits for those of another producer too, so the counts are exact.
 	var written int64 = -1
 	if ends, err := topicEnds(context.Background(), brokers, cfg.Topic); err == nil {
 		written = 0
@@ -414,6 +409,12 @@ loop:
 			written += end - inStart[p]
 		}
 	}
+	if failure == nil {
+		v.drain(max(produced, uint64(max(written, 0))), cfg.DrainTimeout, logger)
+	}
+	stopEnricher()
+	stopInserter()
+	wg.Wait()
 
 	sum := Summary{Produced: produced, Committed: in.Stored(), Elapsed: time.Since(start)}
 	qctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -395,4 +397,80 @@ touch "$FLOWPIPELINE_GEODATA/geo-whois-asn-country-mmdb/geo-whois-asn-country.mm
 	if c, a := Geodata(ctx, "", fetch, &out); c != "" || a != nil {
 		t.Errorf("no directory: %q %q, want none", c, a)
 	}
+}
+
+// TestAnotherProducer: a mocker pointed at the demo's broker through its
+// fixed listen address adds exactly its flows to the stored ones, and the
+// demo says that another producer is why stored differs from produced.
+func TestAnotherProducer(t *testing.T) {
+	pg := startPG(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx := context.Background()
+	type result struct {
+		sum Summary
+		err error
+	}
+	done := make(chan result, 1)
+	out := &syncBuffer{}
+	go func() {
+		sum, err := Run(ctx, Config{KafkaListen: addr, PostgresDSN: pg.DSN(), Rate: 500, Duration: 4 * time.Second, Refresh: 500 * time.Millisecond},
+			out, testLogger(t))
+		done <- result{sum, err}
+	}()
+	// Once the demo's pipeline runs (its start offsets are set), 300 flows
+	// from elsewhere.
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), "] produced ") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the demo never started:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var other *mocker.Mocker
+	var err2 error
+	for {
+		other, err2 = mocker.New(mocker.Config{Brokers: []string{addr}, Count: 300, ProgressInterval: -1}, testLogger(t), prometheus.NewRegistry())
+		if err2 == nil {
+			if err2 = other.Run(ctx); err2 == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the other mocker never reached %s: %v", addr, err2)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r := <-done
+	if !errors.Is(r.err, ErrMismatch) || !strings.Contains(r.err.Error(), "300 more than the demo's mocker produced: another producer") {
+		t.Fatalf("error %v, want ErrMismatch naming 300 records from another producer\n%s", r.err, out.String())
+	}
+	if other.Produced() != 300 || r.sum.Produced == 0 || r.sum.Stored != r.sum.Produced+300 {
+		t.Errorf("demo produced %d, stored %d, the other mocker %d: want stored = produced + 300", r.sum.Produced, r.sum.Stored, other.Produced())
+	}
+	if !strings.Contains(out.String(), "in-process Kafka broker on "+addr) {
+		t.Errorf("the header does not name the fixed address %s:\n%s", addr, out.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer a test may read while Run writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
