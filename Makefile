@@ -33,8 +33,11 @@ bench: kafka-libs geodata
 	$(GO) test -run '^$$' -bench Transform -benchmem -cpu 1 ./enricher/
 	$(GO) test -run '^$$' -bench Pipeline -benchtime 1x -timeout 30m ./enricher/
 
-# Built, then run, rather than `go run`: go run exits 1 on Ctrl-C whatever
-# the demo's own exit status is.
+# Built, then run, rather than `go run`, which exits 1 on Ctrl-C. Ctrl-C
+# reaches make too: make waits for the demo's clean shutdown and summary,
+# then exits 130 whatever the demo returned; for the demo's own exit code
+# on Ctrl-C, run bin/demo directly. Without Ctrl-C (-duration), make exits
+# 0, or 2 when the demo failed.
 demo:
 	$(GO) build -o $(BIN)/demo ./cmd/demo
 	$(BIN)/demo $(DEMO_FLAGS)

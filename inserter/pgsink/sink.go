@@ -48,7 +48,15 @@ type Error struct {
 	Err error
 }
 
-func (e *Error) Error() string { return "postgres " + e.Op + ": " + e.Err.Error() }
+func (e *Error) Error() string {
+	// A missing database is the cause to read first: pgx lists it last,
+	// after the TLS negotiation of every address it tried.
+	var pe *pgconn.PgError
+	if errors.As(e.Err, &pe) && pe.Code == "3D000" {
+		return "postgres " + e.Op + ": " + pe.Message + ": create it (createdb) or fix the database name in the DSN; details: " + e.Err.Error()
+	}
+	return "postgres " + e.Op + ": " + e.Err.Error()
+}
 func (e *Error) Unwrap() error { return e.Err }
 
 func opErr(op string, err error) error {
@@ -292,7 +300,10 @@ RETURNING next_offset, xmax = 0`, s.cfg.Group, b.Topic, b.Partition).Scan(&store
 	}
 	if first > 0 {
 		s.logger.Warn("skipping records another inserter already stored", "topic", b.Topic, "partition", b.Partition, "records", first, "stored_next_offset", stored)
-	} else if lo == 0 && recs[0].offset > stored && stored > 0 {
+	} else if lo == 0 && recs[0].offset > stored+1 && stored > 0 {
+		// One offset is a transaction marker (read_committed skips it): each
+		// transaction of a transactional producer, such as the enricher,
+		// leaves one. More is a real gap.
 		s.logger.Warn("offset gap: records between the stored offset and this batch were not seen, probably deleted by Kafka retention",
 			"topic", b.Topic, "partition", b.Partition, "stored_next_offset", stored, "batch_first_offset", recs[0].offset)
 	}

@@ -33,7 +33,12 @@ func EnvName(flagName string) string {
 // Parse parses args into fs, after setting every flag not given on the
 // command line from its environment variable (see EnvName), so compose files
 // can configure a binary either way. The command line wins.
-func Parse(fs *flag.FlagSet, args []string) error {
+func Parse(fs *flag.FlagSet, args []string) error { return ParsePrefixed(fs, args, "") }
+
+// ParsePrefixed is Parse with prefix before every environment variable's
+// name ("DEMO_" reads DEMO_DATA_DIR for -data-dir): a command people run in
+// their own shell must not pick up generic names exported for other tools.
+func ParsePrefixed(fs *flag.FlagSet, args []string, prefix string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -44,9 +49,10 @@ func Parse(fs *flag.FlagSet, args []string) error {
 		if given[f.Name] {
 			return
 		}
-		if v, ok := os.LookupEnv(EnvName(f.Name)); ok {
+		name := prefix + EnvName(f.Name)
+		if v, ok := os.LookupEnv(name); ok {
 			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("environment variable %s=%q: %w", EnvName(f.Name), v, err))
+				errs = append(errs, fmt.Errorf("environment variable %s=%q: %w", name, v, err))
 			}
 		}
 	})
@@ -57,12 +63,15 @@ func Parse(fs *flag.FlagSet, args []string) error {
 }
 
 // SetUsage makes -h list each flag with its environment variable.
-func SetUsage(fs *flag.FlagSet, summary string) {
+func SetUsage(fs *flag.FlagSet, summary string) { SetUsagePrefixed(fs, summary, "") }
+
+// SetUsagePrefixed is SetUsage for a command parsed by ParsePrefixed.
+func SetUsagePrefixed(fs *flag.FlagSet, summary, prefix string) {
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintf(out, "%s\n\nFlags (each can also be set by the environment variable shown):\n", summary)
 		fs.VisitAll(func(f *flag.Flag) {
-			fmt.Fprintf(out, "  -%s  (env %s, default %q)\n    \t%s\n", f.Name, EnvName(f.Name), f.DefValue, f.Usage)
+			fmt.Fprintf(out, "  -%s  (env %s, default %q)\n    \t%s\n", f.Name, prefix+EnvName(f.Name), f.DefValue, f.Usage)
 		})
 	}
 }
@@ -163,8 +172,10 @@ func ServeMetrics(ctx context.Context, addr string, gatherer prometheus.Gatherer
 	return nil
 }
 
-// ProbeFlagUsage describes the -probe flag every server binary has.
-const ProbeFlagUsage = "check that this URL answers 200 (e.g. http://127.0.0.1:8081/readyz), then exit 0, or 1 if not; for container health checks, since the images have no curl or wget"
+// ProbeFlagUsage describes the -probe flag every server binary has. The
+// example names no port: each binary's is its own -metrics.addr (the
+// mocker's 8081, the inserter's 8082, the enricher's 8083).
+const ProbeFlagUsage = "check that this URL answers 200 (e.g. http://127.0.0.1:<port of -metrics.addr>/readyz), then exit 0, or 1 if not; for container health checks, since the images have no curl or wget"
 
 // Probe asks a running binary's health endpoint whether it is ready. The
 // images are built FROM scratch, so their health checks run the binary

@@ -58,6 +58,35 @@ func TestParseEnvironment(t *testing.T) {
 	}
 }
 
+// TestParsePrefixed: with a prefix only the prefixed variables count; the
+// generic names other tools export change nothing.
+func TestParsePrefixed(t *testing.T) {
+	t.Setenv("KAFKA_BROKERS", "generic:9092")
+	t.Setenv("FLUSH_COUNT", "30")
+	t.Setenv("DEMO_FLUSH_COUNT", "40")
+	fs, brokers, count := newTestFlagSet()
+	if err := ParsePrefixed(fs, nil, "DEMO_"); err != nil {
+		t.Fatal(err)
+	}
+	if *brokers != "default:9092" || *count != 40 {
+		t.Errorf("brokers %q, count %d; want default:9092 (KAFKA_BROKERS ignored), 40 (DEMO_FLUSH_COUNT)", *brokers, *count)
+	}
+	t.Setenv("DEMO_FLUSH_COUNT", "forty")
+	fs, _, _ = newTestFlagSet()
+	err := ParsePrefixed(fs, nil, "DEMO_")
+	if err == nil || !strings.Contains(err.Error(), `environment variable DEMO_FLUSH_COUNT="forty"`) {
+		t.Errorf("bad prefixed variable: error %v, want it to name DEMO_FLUSH_COUNT", err)
+	}
+	var usage strings.Builder
+	fs, _, _ = newTestFlagSet()
+	fs.SetOutput(&usage)
+	SetUsagePrefixed(fs, "test", "DEMO_")
+	fs.Usage()
+	if !strings.Contains(usage.String(), "(env DEMO_KAFKA_BROKERS,") || strings.Contains(usage.String(), "(env KAFKA_BROKERS") {
+		t.Errorf("usage does not show the prefixed variables:\n%s", usage.String())
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	t.Setenv("FLUSH_COUNT", "ten")
 	fs, _, _ := newTestFlagSet()

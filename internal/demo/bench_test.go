@@ -61,15 +61,16 @@ FROM generate_series(1, ` + "120000" + `) AS i`,
 			b.Fatalf("%s: %v", sql, err)
 		}
 	}
-	v := &view{window: time.Minute, group: "bench", start: time.Now().Add(-time.Hour)}
+	addEnrichmentColumns(b, conn)
+	v := &view{window: time.Minute, start: time.Now().Add(-time.Hour)}
 	b.ResetTimer()
 	for b.Loop() {
 		s, err := v.snapshot(ctx, conn, time.Now())
 		if err != nil {
 			b.Fatal(err)
 		}
-		if s.stored != flows || len(s.srcs) != 5 {
-			b.Fatalf("snapshot saw %d stored and %d sources, want %d and 5", s.stored, len(s.srcs), flows)
+		if s.windowFlows != flows || len(s.lists[0]) != 5 {
+			b.Fatalf("snapshot saw %d flows and %d talkers, want %d and 5", s.windowFlows, len(s.lists[0]), flows)
 		}
 	}
 }

@@ -1,8 +1,9 @@
 // Package demo runs the whole PostgreSQL pipeline in one process tree, with
 // nothing installed but Go and the PostgreSQL server binaries: an in-process
-// Kafka-protocol broker (kfake), a private PostgreSQL server (pgserver), the
-// project's mocker and inserter, and a live terminal view read back from
-// PostgreSQL.
+// Kafka-protocol broker (kfake, which implements transactions), a private
+// PostgreSQL server (pgserver), the project's mocker, enricher (the same
+// exactly-once pipeline as cmd/enricher) and inserter, and a live terminal
+// view read back from PostgreSQL.
 package demo
 
 import (
@@ -12,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,8 +25,12 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/spendletonliveaction/flow-pipeline/enricher"
+	"github.com/spendletonliveaction/flow-pipeline/enricher/sources"
 	"github.com/spendletonliveaction/flow-pipeline/inserter"
 	"github.com/spendletonliveaction/flow-pipeline/inserter/pgsink"
 	"github.com/spendletonliveaction/flow-pipeline/internal/kafka"
@@ -34,14 +40,30 @@ import (
 
 // Config configures a demo run. Start from DefaultConfig; in a Config
 // built from scratch, zero fields take DefaultConfig's values, except
-// Brokers, PostgresDSN, PostgresPort, DataDir, Duration and Seed, whose
-// zero means what their comments say.
+// Brokers, KafkaListen, PostgresDSN, PostgresPort, DataDir, Retention,
+// the data files, Duration and Seed, whose zero means what their comments
+// say.
 type Config struct {
 	// Brokers are real Kafka brokers; empty starts an in-process broker on
-	// 127.0.0.1 with Partitions partitions (default 4).
-	Brokers    []string
-	Topic      string // default "flows"
-	Partitions int
+	// KafkaListen with Partitions partitions (default 4).
+	Brokers []string
+	// KafkaListen is the in-process broker's host:port, fixed so a mocker,
+	// collector or inserter can be pointed at it; empty picks a free port
+	// on 127.0.0.1.
+	KafkaListen   string
+	Topic         string // the mocker's output, the enricher's input; default "flows"
+	EnrichedTopic string // the enricher's output, the inserter's input; default "flows-enriched"
+	Partitions    int
+	// The enricher's data files (see enricher/sources); empty ones are not
+	// used. Without any, the flows are stored with empty enrichment fields.
+	CountryFile   string
+	ASNFiles      []string
+	NetworksFile  string
+	ExportersFile string
+	// Retention makes the inserter drop daily partitions older than this
+	// (and reject older flows), so the demo's disk does not grow without
+	// bound; 0 keeps everything.
+	Retention time.Duration
 	// PostgresDSN is an existing database; empty starts a private server
 	// from the machine's binaries, its cluster in DataDir/pgdata, on
 	// PostgresPort (0 = a free port).
@@ -70,14 +92,19 @@ type Config struct {
 // flag is given: the flags take their defaults from it.
 func DefaultConfig() Config {
 	return Config{
-		Topic:        "flows",
-		Partitions:   4,
-		PostgresPort: 55432,
-		DataDir:      DefaultDataDir(),
-		Rate:         2000,
-		Refresh:      2 * time.Second,
-		Window:       time.Minute,
-		DrainTimeout: 15 * time.Second,
+		KafkaListen:   "127.0.0.1:29092",
+		Topic:         "flows",
+		EnrichedTopic: "flows-enriched",
+		NetworksFile:  "config/demo-networks.yml",
+		ExportersFile: "config/demo-exporters.yml",
+		Retention:     24 * time.Hour,
+		Partitions:    4,
+		PostgresPort:  55432,
+		DataDir:       DefaultDataDir(),
+		Rate:          2000,
+		Refresh:       2 * time.Second,
+		Window:        time.Minute,
+		DrainTimeout:  15 * time.Second,
 	}
 }
 
@@ -98,6 +125,7 @@ func DefaultDataDir() string {
 func (c *Config) setDefaults() {
 	d := DefaultConfig()
 	fill(&c.Topic, d.Topic)
+	fill(&c.EnrichedTopic, d.EnrichedTopic)
 	fill(&c.Partitions, d.Partitions)
 	fill(&c.Rate, d.Rate)
 	fill(&c.Refresh, d.Refresh)
@@ -123,6 +151,12 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.PostgresDSN == "" && c.DataDir == "" {
 		errs = append(errs, errors.New("Config.DataDir is empty: the private PostgreSQL server needs a data directory (or set Config.PostgresDSN)"))
+	}
+	if c.Topic == c.EnrichedTopic {
+		errs = append(errs, fmt.Errorf("Config.Topic and Config.EnrichedTopic are both %q: the enricher needs distinct input and output topics", c.Topic))
+	}
+	if c.Retention < 0 || (c.Retention > 0 && c.Retention < 24*time.Hour) {
+		errs = append(errs, fmt.Errorf("Config.Retention %s: the inserter's partitions are daily, use at least 1d (or 0 to keep everything)", c.Retention))
 	}
 	if c.Partitions < 1 {
 		errs = append(errs, fmt.Errorf("Config.Partitions %d: want at least 1", c.Partitions))
@@ -182,11 +216,19 @@ func Run(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (S
 	}
 	cfg.setDefaults()
 	start := time.Now()
+	// The data files first: a wrong path fails before anything starts.
+	loader, err := sources.NewLoader(sources.Config{
+		CountryFile: cfg.CountryFile, ASNFiles: cfg.ASNFiles,
+		NetworksFile: cfg.NetworksFile, ExportersFile: cfg.ExportersFile,
+	}, logger.With("component", "sources"), prometheus.NewRegistry())
+	if err != nil {
+		return Summary{}, fmt.Errorf("%w (Config.NetworksFile %q, Config.ExportersFile %q: the demo's files are in the repository's config/, run it from there, or give empty names to run without)",
+			err, cfg.NetworksFile, cfg.ExportersFile)
+	}
 
 	dsn := cfg.PostgresDSN
 	var pg *pgserver.Server
 	if dsn == "" {
-		var err error
 		if pg, err = startPostgres(ctx, cfg, out, logger); err != nil {
 			return Summary{}, err
 		}
@@ -203,17 +245,22 @@ func Run(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (S
 
 	brokers := cfg.Brokers
 	if len(brokers) == 0 {
-		cluster, err := kfake.NewCluster(
+		opts := []kfake.Opt{
 			kfake.NumBrokers(1),
-			kfake.SeedTopics(int32(cfg.Partitions), cfg.Topic),
+			kfake.SeedTopics(int32(cfg.Partitions), cfg.Topic, cfg.EnrichedTopic),
 			kfake.DefaultNumPartitions(cfg.Partitions),
 			kfake.AllowAutoTopicCreation(),
 			// The broker keeps every record in memory: bound it by time.
 			// 15 minutes is far more than the inserter ever lags here.
 			kfake.BrokerConfigs(map[string]string{"log.retention.ms": strconv.Itoa(15 * 60 * 1000)}),
-		)
+		}
+		if cfg.KafkaListen != "" {
+			addr := cfg.KafkaListen
+			opts = append(opts, kfake.ListenFn(func(network, _ string) (net.Listener, error) { return net.Listen(network, addr) }))
+		}
+		cluster, err := kfake.NewCluster(opts...)
 		if err != nil {
-			return Summary{}, fmt.Errorf("start the in-process Kafka broker: %w", err)
+			return Summary{}, fmt.Errorf("start the in-process Kafka broker on Config.KafkaListen %s: %w (another demo may be running: give another address, or an empty one for a free port)", cfg.KafkaListen, err)
 		}
 		rctx, stopRetention := context.WithCancel(ctx)
 		retentionDone := make(chan struct{})
@@ -230,7 +277,18 @@ func Run(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (S
 	// records out of this run's count.
 	group := "flow-demo-" + start.UTC().Format("20060102T150405.000")
 	group = strings.ReplaceAll(group, ".", "")
-	seeded, rowsBefore, err := prepareDB(ctx, dsn, brokers, cfg.Topic, group, logger)
+	inStart, rowsBefore, err := prepareDB(ctx, dsn, brokers, cfg.Topic, cfg.EnrichedTopic, group, logger)
+	if err != nil {
+		return Summary{}, err
+	}
+	ecfg := enricher.DefaultConfig()
+	ecfg.Brokers, ecfg.Topic, ecfg.OutTopic = brokers, cfg.Topic, cfg.EnrichedTopic
+	// Its own group: the inserter's (sarama) and the enricher's (franz-go)
+	// cannot share one.
+	ecfg.Group, ecfg.TransactionalID = group+"-enricher", group+"-enricher"
+	// Flows reach PostgreSQL only once their transaction commits.
+	ecfg.TransactionInterval = min(time.Second, max(cfg.Refresh/4, 100*time.Millisecond))
+	en, err := enricher.NewPipeline(ecfg, enricher.NewTransform(loader, enricher.Options{}), logger.With("component", "enricher"), prometheus.NewRegistry())
 	if err != nil {
 		return Summary{}, err
 	}
@@ -251,8 +309,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (S
 	}
 	in, err := inserter.New(inserter.Config{
 		Brokers: brokers,
-		Topic:   cfg.Topic,
+		Topic:   cfg.EnrichedTopic,
 		Group:   group,
+		// The demo's disk stays bounded (and older flows are refused).
+		Retention: cfg.Retention,
 		// Every run has its own group, starting at the topic's end (see
 		// prepareDB), so earlier runs' groups store nothing twice.
 		AllowSharedDB: true,
@@ -265,8 +325,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (S
 	}
 
 	v := &view{
-		out: out, live: cfg.Live, window: cfg.Window, group: group, seeded: seeded,
+		out: out, live: cfg.Live, window: cfg.Window, stored: in.Stored,
 		start: start, brokers: brokers, embedded: len(cfg.Brokers) == 0, dsn: dsn, pg: pg,
+		topic: cfg.Topic, enriched: cfg.EnrichedTopic, files: loadedFiles(cfg),
 	}
 	v.header(rowsBefore, cfg.Rate)
 	conn, err := pgx.Connect(ctx, dsn)
@@ -280,14 +341,17 @@ func Run(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (S
 	v.lastT = v.start
 	ictx, stopInserter := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopInserter()
+	ectx, stopEnricher := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopEnricher()
 	mctx, stopMocker := context.WithCancel(ctx)
 	defer stopMocker()
 	var wg sync.WaitGroup
-	insErr, mockErr := make(chan error, 1), make(chan error, 1)
+	insErr, mockErr, enErr := make(chan error, 1), make(chan error, 1), make(chan error, 1)
 	wg.Go(func() { insErr <- in.Run(ictx) })
+	wg.Go(func() { enErr <- en.Run(ectx) })
 	wg.Go(func() { mockErr <- m.Run(mctx) })
-	// Whatever happens below, stop both before returning.
-	defer func() { stopMocker(); stopInserter(); wg.Wait() }()
+	// Whatever happens below, stop all three before returning.
+	defer func() { stopMocker(); stopEnricher(); stopInserter(); wg.Wait() }()
 
 	var deadline <-chan time.Time
 	if cfg.Duration > 0 {
@@ -311,6 +375,12 @@ loop:
 				failure = fmt.Errorf("the mocker failed: %w", err)
 				break loop
 			}
+		case err := <-enErr:
+			failure = fmt.Errorf("the enricher stopped: %w", err)
+			if err == nil {
+				failure = errors.New("the enricher stopped unexpectedly")
+			}
+			break loop
 		case err := <-insErr:
 			failure = fmt.Errorf("the inserter stopped: %w", err)
 			if err == nil {
@@ -329,9 +399,20 @@ loop:
 		failure = fmt.Errorf("the mocker failed: %w", err)
 	}
 	produced := m.Produced()
-	if failure == nil {
-		v.drain(conn, produced, cfg.DrainTimeout, logger)
+	// Records written to the input topic during the run, by the mocker or
+	// anything else (the mocker's records are one flow each): the drain
+	// waits for those of another producer too, so the counts are exact.
+	var written int64 = -1
+	if ends, err := topicEnds(context.Background(), brokers, cfg.Topic); err == nil {
+		written = 0
+		for p, end := range ends {
+			written += end - inStart[p]
+		}
 	}
+	if failure == nil {
+		v.drain(max(produced, uint64(max(written, 0))), cfg.DrainTimeout, logger)
+	}
+	stopEnricher()
 	stopInserter()
 	wg.Wait()
 
@@ -357,10 +438,32 @@ loop:
 		return sum, failure
 	}
 	if sum.Stored != sum.Produced {
-		return sum, fmt.Errorf("%w: produced %d, stored %d (the inserter committed %d); run again with info logging to see why",
-			ErrMismatch, sum.Produced, sum.Stored, sum.Committed)
+		return sum, mismatch(sum, written, cfg.Topic)
 	}
 	return sum, nil
+}
+
+// mismatch explains stored != produced. written is the records the input
+// topic gained during the run (-1: unknown); more than the mocker produced
+// means another producer writes to the topic, and its flows are stored too.
+func mismatch(sum Summary, written int64, topic string) error {
+	if written > int64(sum.Produced) {
+		return fmt.Errorf("%w: produced %d, stored %d: topic %q received %d records during the run, %d more than the demo's mocker produced: another producer (a mocker or collector pointed at this broker) writes to it, and its flows are stored too",
+			ErrMismatch, sum.Produced, sum.Stored, topic, written, written-int64(sum.Produced))
+	}
+	return fmt.Errorf("%w: produced %d, stored %d (the inserter committed %d); run again with info logging to see why",
+		ErrMismatch, sum.Produced, sum.Stored, sum.Committed)
+}
+
+// loadedFiles lists the enricher's data files, for the header.
+func loadedFiles(cfg Config) []string {
+	var files []string
+	for _, f := range append([]string{cfg.CountryFile}, append(cfg.ASNFiles, cfg.NetworksFile, cfg.ExportersFile)...) {
+		if f != "" {
+			files = append(files, f)
+		}
+	}
+	return files
 }
 
 func startPostgres(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (*pgserver.Server, error) {
@@ -377,6 +480,9 @@ func startPostgres(ctx context.Context, cfg Config, out io.Writer, logger *slog.
 		}
 		fmt.Fprintf(out, "reset: removed %s\n", data)
 	}
+	if pid, ok := runningPostmaster(data); ok {
+		return nil, fmt.Errorf("a PostgreSQL server (pid %d) already runs on %s, probably another demo: give this one another Config.DataDir (or stop the other first)", pid, data)
+	}
 	srv, err := pgserver.New(pgserver.Options{DataDir: data, Port: cfg.PostgresPort}, logger.With("component", "pgserver"))
 	if errors.Is(err, pgserver.ErrNotFound) {
 		return nil, fmt.Errorf("%w\n  (or use a PostgreSQL server you already have: Config.PostgresDSN 'postgres://user@host:5432/db')", err)
@@ -392,39 +498,66 @@ func startPostgres(ctx context.Context, cfg Config, out io.Writer, logger *slog.
 }
 
 // prepareDB creates the inserter's schema, counts the rows already there
-// and stores this run's group offsets at the topic's current end. It
-// returns the sum of those offsets and the row count.
-func prepareDB(ctx context.Context, dsn string, brokers []string, topic, group string, logger *slog.Logger) (seeded, rows uint64, err error) {
+// and starts this run's group at the current end of both topics: the
+// inserter's offsets of enriched in PostgreSQL, the enricher's of topic in
+// Kafka. It returns topic's end offsets and the row count.
+func prepareDB(ctx context.Context, dsn string, brokers []string, topic, enriched, group string, logger *slog.Logger) (inStart map[int32]int64, rows uint64, err error) {
 	sink, err := pgsink.New(pgsink.Config{DSN: dsn, Group: group}, logger)
 	if err != nil {
-		return 0, 0, err
+		return nil, 0, err
 	}
 	defer sink.Close()
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := sink.CreateSchema(cctx); err != nil {
-		return 0, 0, fmt.Errorf("create the flow schema in PostgreSQL (%s): %w", dsn, err)
+		return nil, 0, fmt.Errorf("create the flow schema in PostgreSQL (%s): %w", dsn, err)
 	}
-	ends, err := topicEnds(cctx, brokers, topic)
+	ends, err := topicEnds(cctx, brokers, enriched)
 	if err != nil {
-		return 0, 0, err
+		return nil, 0, err
 	}
-	if err := sink.SetStartOffsets(cctx, topic, ends); err != nil {
-		return 0, 0, err
+	if err := sink.SetStartOffsets(cctx, enriched, ends); err != nil {
+		return nil, 0, err
 	}
-	for _, off := range ends {
-		seeded += uint64(off)
+	if inStart, err = topicEnds(cctx, brokers, topic); err != nil {
+		return nil, 0, err
+	}
+	if err := commitGroupOffsets(cctx, brokers, group+"-enricher", topic, inStart); err != nil {
+		return nil, 0, err
 	}
 	conn, err := pgx.Connect(cctx, dsn)
 	if err != nil {
-		return 0, 0, fmt.Errorf("connect to PostgreSQL (%s): %w", dsn, err)
+		return nil, 0, fmt.Errorf("connect to PostgreSQL (%s): %w", dsn, err)
 	}
 	defer conn.Close(context.Background())
 	rows, err = countRows(cctx, conn)
 	if err != nil {
-		return 0, 0, fmt.Errorf("count the flows already stored: %w", err)
+		return nil, 0, fmt.Errorf("count the flows already stored: %w", err)
 	}
-	return seeded, rows, nil
+	return inStart, rows, nil
+}
+
+// commitGroupOffsets starts the enricher's new group at offsets: a new
+// group would otherwise start at the topic's beginning and enrich, and so
+// store, records of earlier runs.
+func commitGroupOffsets(ctx context.Context, brokers []string, group, topic string, offsets map[int32]int64) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return fmt.Errorf("connect to Kafka to set the enricher's start offsets: %w", err)
+	}
+	defer cl.Close()
+	offs := make(kadm.Offsets)
+	for p, off := range offsets {
+		offs.Add(kadm.Offset{Topic: topic, Partition: p, At: off, LeaderEpoch: -1})
+	}
+	resp, err := kadm.NewClient(cl).CommitOffsets(ctx, group, offs)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("set the enricher's start offsets on %s (group %s): %w", topic, group, err)
+	}
+	return nil
 }
 
 // topicEnds returns the next offset of every partition of topic, creating

@@ -18,8 +18,12 @@ import (
 // ExampleQueries are printed at start for psql; the tests run them
 // against the demo's schema.
 var ExampleQueries = []struct{ Title, SQL string }{
-	{"flows and traffic per minute (bytes scaled by the sampling rate)",
-		"SELECT date_trunc('minute', time_received) AS minute, count(*) AS flows, sum(bytes_scaled) * 8 / 60 AS bits_per_s FROM flows_scaled WHERE time_received > now() - interval '10 minutes' GROUP BY 1 ORDER BY 1;"},
+	// Complete minutes only: the current one, divided by 60, would read
+	// far below the live view.
+	{"flows and traffic per complete minute (bytes scaled by the sampling rate)",
+		"SELECT date_trunc('minute', time_received) AS minute, count(*) AS flows, sum(bytes_scaled) * 8 / 60 AS bits_per_s FROM flows_scaled WHERE time_received >= date_trunc('minute', now()) - interval '10 minutes' AND time_received < date_trunc('minute', now()) GROUP BY 1 ORDER BY 1;"},
+	{"top source AS names and countries of the last 5 minutes",
+		"SELECT src_as_name, src_country, sum(bytes * greatest(sampling_rate, 1)) AS bytes FROM flows WHERE time_received > now() - interval '5 minutes' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10;"},
 	{"top talkers of the last 5 minutes",
 		"SELECT src_addr, dst_addr, sum(bytes_scaled) AS bytes, count(*) AS flows FROM flows_scaled WHERE time_received > now() - interval '5 minutes' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10;"},
 	{"AS pairs from the 5-minute rollup (bytes scaled by the sampling rate)",
@@ -31,15 +35,18 @@ type view struct {
 	out      io.Writer
 	live     bool // redraw in place
 	window   time.Duration
-	group    string
-	seeded   uint64 // sum of the group's start offsets
+	stored   func() uint64 // flows the inserter committed this run
 	start    time.Time
 	brokers  []string
 	embedded bool
 	dsn      string
 	pg       *pgserver.Server
+	topic    string   // the mocker's
+	enriched string   // the enricher's output, the inserter's input
+	files    []string // the enricher's data files
 
-	lines      int // lines of the last live frame, to move back over
+	failed     bool // a query failed; said once
+	lines      int  // lines of the last live frame, to move back over
 	refreshes  int
 	lastStored uint64
 	lastT      time.Time
@@ -55,9 +62,20 @@ func (v *view) header(rowsBefore uint64, rate float64) {
 	if v.pg != nil {
 		where = fmt.Sprintf("private PostgreSQL on 127.0.0.1:%d", v.pg.Port())
 	}
-	fmt.Fprintf(w, "\nflow-pipeline demo: mocker (%s flows/s) -> %s -> inserter -> %s\n", humanCount(rate), kafka, where)
+	fmt.Fprintf(w, "\nflow-pipeline demo: mocker (%s flows/s) -> %s (topic %s) -> enricher -> topic %s -> inserter -> %s\n",
+		humanCount(rate), kafka, v.topic, v.enriched, where)
+	if len(v.files) > 0 {
+		fmt.Fprintf(w, "The enricher reads %s.\n", strings.Join(v.files, ", "))
+	} else {
+		fmt.Fprintf(w, "The enricher has no data file: the flows are stored with empty enrichment fields.\n")
+	}
 	if rowsBefore > 0 {
-		fmt.Fprintf(w, "The flows table already holds %s rows from earlier runs (-reset starts afresh); the counts below are this run's.\n", thousands(rowsBefore))
+		// -reset only applies to the private server's data.
+		hint := ""
+		if v.pg != nil {
+			hint = " (-reset starts afresh)"
+		}
+		fmt.Fprintf(w, "The flows table already holds %s rows from earlier runs%s; the counts below are this run's.\n", thousands(rowsBefore), hint)
 	}
 	dsn := v.dsn
 	if v.pg != nil {
@@ -81,12 +99,36 @@ type talker struct {
 }
 
 type snapshot struct {
-	stored      uint64 // flows this run committed, from kafka_offsets
+	stored      uint64 // flows this run committed, as the inserter counts
 	windowFlows int64
 	windowBytes int64
 	since       time.Time
-	srcs, dsts  []talker
-	asPairs     []talker
+	lists       [][]talker // one per topLists entry
+}
+
+// label names one side of a flow: its network (customer) name, else its
+// AS name, else its AS number; then its country code, when known.
+func label(side string) string {
+	return fmt.Sprintf(`coalesce(nullif(%[1]s_net_name, ''), nullif(%[1]s_as_name, ''), 'AS' || %[1]s_as) || coalesce(' [' || nullif(%[1]s_country, '') || ']', '')`, side)
+}
+
+// topLists are the view's top lists by scaled bytes over the window ($1):
+// title and the SQL of the name column. They read flows rather than
+// flows_scaled, whose SELECT * was expanded before the enrichment columns
+// existed in a database created by an older inserter.
+var topLists = []struct{ Title, Name, GroupBy string }{
+	{"Top talkers (network or AS name [country])", label("src") + " || ' -> ' || " + label("dst"),
+		"src_net_name, src_as_name, src_as, src_country, dst_net_name, dst_as_name, dst_as, dst_country"},
+	{"Top source AS by name", `coalesce(nullif(src_as_name, ''), '(unnamed)') || ' AS' || src_as`, "src_as_name, src_as"},
+	{"Top countries (source -> destination)", `coalesce(nullif(src_country, ''), '??') || ' -> ' || coalesce(nullif(dst_country, ''), '??')`, "src_country, dst_country"},
+	{"Top customers (network name, site)", `coalesce(nullif(dst_net_name, ''), nullif(src_net_name, ''), '(no network)') || coalesce(' (' || nullif(coalesce(nullif(dst_net_site, ''), src_net_site), '') || ')', '')`,
+		"dst_net_name, src_net_name, dst_net_site, src_net_site"},
+}
+
+// topSQL is the query of one top list.
+func topSQL(name, groupBy string) string {
+	return "SELECT " + name + ", sum(bytes * greatest(sampling_rate, 1))::bigint AS b, count(*) FROM flows\nWHERE time_received >= $1 GROUP BY " +
+		groupBy + " ORDER BY b DESC LIMIT 5"
 }
 
 // snapshot reads the state from PostgreSQL in one round trip. The top
@@ -96,13 +138,12 @@ func (v *view) snapshot(ctx context.Context, conn *pgx.Conn, now time.Time) (sna
 	if s.since.Before(v.start) {
 		s.since = v.start
 	}
+	// The inserter's own count: the offsets of a transactional topic also
+	// count the transaction markers.
+	if v.stored != nil {
+		s.stored = v.stored()
+	}
 	var b pgx.Batch
-	b.Queue("SELECT coalesce(sum(next_offset), 0)::bigint FROM kafka_offsets WHERE consumer_group = $1", v.group).QueryRow(func(r pgx.Row) error {
-		var n int64
-		err := r.Scan(&n)
-		s.stored = uint64(max(n, 0)) - min(v.seeded, uint64(max(n, 0)))
-		return err
-	})
 	b.Queue("SELECT count(*), coalesce(sum(bytes_scaled), 0)::bigint FROM flows_scaled WHERE time_received >= $1", s.since).QueryRow(func(r pgx.Row) error {
 		return r.Scan(&s.windowFlows, &s.windowBytes)
 	})
@@ -116,14 +157,12 @@ func (v *view) snapshot(ctx context.Context, conn *pgx.Conn, now time.Time) (sna
 			return err
 		})
 	}
-	// Bytes are scaled by the sampling rate (view flows_scaled). Separate
-	// queries beat one GROUPING SETS scan here (BenchmarkSnapshot).
-	top(`SELECT host(src_addr), sum(bytes_scaled)::bigint AS b, count(*) FROM flows_scaled
-WHERE time_received >= $1 AND src_addr IS NOT NULL GROUP BY src_addr ORDER BY b DESC LIMIT 5`, &s.srcs)
-	top(`SELECT host(dst_addr), sum(bytes_scaled)::bigint AS b, count(*) FROM flows_scaled
-WHERE time_received >= $1 AND dst_addr IS NOT NULL GROUP BY dst_addr ORDER BY b DESC LIMIT 5`, &s.dsts)
-	top(`SELECT 'AS' || src_as || ' -> AS' || dst_as, sum(bytes_scaled)::bigint AS b, count(*) FROM flows_scaled
-WHERE time_received >= $1 GROUP BY src_as, dst_as ORDER BY b DESC LIMIT 5`, &s.asPairs)
+	// Bytes are scaled by the sampling rate. Separate queries beat one
+	// GROUPING SETS scan here (BenchmarkSnapshot).
+	s.lists = make([][]talker, len(topLists))
+	for i, l := range topLists {
+		top(topSQL(l.Name, l.GroupBy), &s.lists[i])
+	}
 	err := conn.SendBatch(ctx, &b).Close()
 	return s, err
 }
@@ -136,11 +175,17 @@ func (v *view) refresh(ctx context.Context, conn *pgx.Conn, produced uint64, fin
 	defer cancel()
 	s, err := v.snapshot(qctx, conn, now)
 	if err != nil {
-		if ctx.Err() == nil {
-			fmt.Fprintf(v.out, "reading the view from PostgreSQL failed: %v\n", err)
-			v.lines = 0
+		if ctx.Err() != nil {
+			return
 		}
-		return
+		// The progress line still shows (stored is the inserter's count);
+		// the error once, not every refresh.
+		if !v.failed {
+			fmt.Fprintf(v.out, "reading the view from PostgreSQL failed: %v\n", err)
+			v.failed = true
+		}
+		s = snapshot{since: now, stored: s.stored, lists: make([][]talker, len(topLists))}
+		v.lines = 0
 	}
 	v.refreshes++
 	rate := 0.0
@@ -157,12 +202,11 @@ func (v *view) refresh(ctx context.Context, conn *pgx.Conn, produced uint64, fin
 	b.WriteByte('\n')
 	if v.live || final || v.refreshes%5 == 0 {
 		span := now.Sub(s.since).Round(time.Second)
-		fmt.Fprintf(&b, "\nTop sources by bytes (last %s, scaled by sampling rate)\n", span)
-		writeTop(&b, s.srcs, s.windowBytes)
-		fmt.Fprintf(&b, "Top destinations by bytes (last %s)\n", span)
-		writeTop(&b, s.dsts, s.windowBytes)
-		fmt.Fprintf(&b, "Top AS pairs by bytes (last %s)\n", span)
-		writeTop(&b, s.asPairs, s.windowBytes)
+		b.WriteByte('\n')
+		for i, l := range topLists {
+			fmt.Fprintf(&b, "%s, by bytes scaled by the sampling rate (last %s)\n", l.Title, span)
+			writeTop(&b, s.lists[i], s.windowBytes)
+		}
 		b.WriteByte('\n')
 	}
 	frame := b.String()
@@ -187,19 +231,19 @@ func writeTop(b *strings.Builder, ts []talker, total int64) {
 		if total > 0 {
 			share = 100 * float64(t.bytes) / float64(total)
 		}
-		fmt.Fprintf(b, "  %d  %-32s %10s %6.1f%%  %8s flows\n", i+1, t.name, humanBytes(float64(t.bytes)), share, thousands(uint64(t.flows)))
+		fmt.Fprintf(b, "  %d  %-48s %10s %6.1f%%  %8s flows\n", i+1, t.name, humanBytes(float64(t.bytes)), share, thousands(uint64(t.flows)))
 	}
 }
 
-// drain waits until the inserter has stored every produced flow (as
-// PostgreSQL's offsets say), or timeout.
-func (v *view) drain(conn *pgx.Conn, produced uint64, timeout time.Duration, logger *slog.Logger) {
+// drain waits until the inserter has stored every produced flow, or
+// timeout.
+func (v *view) drain(produced uint64, timeout time.Duration, logger *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	printed := false
 	for {
-		s, err := v.snapshot(ctx, conn, time.Now())
-		if err == nil && s.stored >= produced {
+		stored := v.stored()
+		if stored >= produced {
 			return
 		}
 		if !printed {
@@ -209,7 +253,7 @@ func (v *view) drain(conn *pgx.Conn, produced uint64, timeout time.Duration, log
 		}
 		select {
 		case <-ctx.Done():
-			logger.Warn("the inserter did not store every produced flow in time", "produced", produced, "stored", s.stored, "timeout", timeout)
+			logger.Warn("the inserter did not store every produced flow in time", "produced", produced, "stored", stored, "timeout", timeout)
 			return
 		case <-time.After(200 * time.Millisecond):
 		}
