@@ -324,6 +324,10 @@ func TestViewTopLists(t *testing.T) {
 		// 3 flows Netflix (US) -> customer-a (par1), 1000 sampled bytes at 1:10.
 		`INSERT INTO flows (time_received, sampling_rate, src_as, dst_as, src_as_name, src_country, dst_country, dst_net_name, dst_net_site, bytes, packets)
 SELECT now(), 10, 2906, 64500, 'Netflix', 'US', 'FR', 'customer-a', 'par1', 1000, 1 FROM generate_series(1, 3)`,
+		// 2 flows from customer-a (par1) to Netflix, 100 bytes at 1:10: the
+		// same customer on the other side is the same line of its list.
+		`INSERT INTO flows (time_received, sampling_rate, src_as, dst_as, dst_as_name, src_net_name, src_net_site, bytes, packets)
+SELECT now(), 10, 0, 2906, 'Netflix', 'customer-a', 'par1', 100, 1 FROM generate_series(1, 2)`,
 		// 2 flows with nothing enriched, 500 bytes at 1:1 (rate 0).
 		`INSERT INTO flows (time_received, sampling_rate, src_as, dst_as, bytes, packets)
 SELECT now(), 0, 64511, 64496, 500, 1 FROM generate_series(1, 2)`,
@@ -340,13 +344,13 @@ SELECT now(), 0, 64511, 64496, 500, 1 FROM generate_series(1, 2)`,
 		t.Fatal(err)
 	}
 	want := [][]talker{
-		{{"Netflix [US] -> customer-a [FR]", 30000, 3}, {"AS64511 -> AS64496", 1000, 2}},
-		{{"Netflix AS2906", 30000, 3}, {"(unnamed) AS64511", 1000, 2}},
-		{{"US -> FR", 30000, 3}, {"?? -> ??", 1000, 2}},
-		{{"customer-a (par1)", 30000, 3}, {"(no network)", 1000, 2}},
+		{{"Netflix [US] -> customer-a [FR]", 30000, 3}, {"customer-a -> Netflix", 2000, 2}, {"AS64511 -> AS64496", 1000, 2}},
+		{{"Netflix AS2906", 30000, 3}, {"(unnamed) AS0", 2000, 2}, {"(unnamed) AS64511", 1000, 2}},
+		{{"US -> FR", 30000, 3}, {"?? -> ??", 3000, 4}},
+		{{"customer-a (par1)", 32000, 5}, {"(no network)", 1000, 2}},
 	}
-	if !reflect.DeepEqual(s.lists, want) || s.windowFlows != 5 {
-		t.Errorf("top lists %+v (window flows %d),\nwant %+v (5)", s.lists, s.windowFlows, want)
+	if !reflect.DeepEqual(s.lists, want) || s.windowFlows != 7 {
+		t.Errorf("top lists %+v (window flows %d),\nwant %+v (7)", s.lists, s.windowFlows, want)
 	}
 	var out bytes.Buffer
 	v.out = &out

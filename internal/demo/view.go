@@ -116,19 +116,18 @@ func label(side string) string {
 // title and the SQL of the name column. They read flows rather than
 // flows_scaled, whose SELECT * was expanded before the enrichment columns
 // existed in a database created by an older inserter.
-var topLists = []struct{ Title, Name, GroupBy string }{
-	{"Top talkers (network or AS name [country])", label("src") + " || ' -> ' || " + label("dst"),
-		"src_net_name, src_as_name, src_as, src_country, dst_net_name, dst_as_name, dst_as, dst_country"},
-	{"Top source AS by name", `coalesce(nullif(src_as_name, ''), '(unnamed)') || ' AS' || src_as`, "src_as_name, src_as"},
-	{"Top countries (source -> destination)", `coalesce(nullif(src_country, ''), '??') || ' -> ' || coalesce(nullif(dst_country, ''), '??')`, "src_country, dst_country"},
-	{"Top customers (network name, site)", `coalesce(nullif(dst_net_name, ''), nullif(src_net_name, ''), '(no network)') || coalesce(' (' || nullif(coalesce(nullif(dst_net_site, ''), src_net_site), '') || ')', '')`,
-		"dst_net_name, src_net_name, dst_net_site, src_net_site"},
+var topLists = []struct{ Title, Name string }{
+	{"Top talkers (network or AS name [country])", label("src") + " || ' -> ' || " + label("dst")},
+	{"Top source AS by name", `coalesce(nullif(src_as_name, ''), '(unnamed)') || ' AS' || src_as`},
+	{"Top countries (source -> destination)", `coalesce(nullif(src_country, ''), '??') || ' -> ' || coalesce(nullif(dst_country, ''), '??')`},
+	{"Top customers (network name, site)", `coalesce(nullif(dst_net_name, ''), nullif(src_net_name, ''), '(no network)') || coalesce(' (' || nullif(coalesce(nullif(dst_net_site, ''), src_net_site), '') || ')', '')`},
 }
 
-// topSQL is the query of one top list.
-func topSQL(name, groupBy string) string {
-	return "SELECT " + name + ", sum(bytes * greatest(sampling_rate, 1))::bigint AS b, count(*) FROM flows\nWHERE time_received >= $1 GROUP BY " +
-		groupBy + " ORDER BY b DESC LIMIT 5"
+// topSQL is the query of one top list. It groups by the label itself, so
+// one label is one line even when the columns behind it differ (a customer
+// as the source and as the destination of its flows).
+func topSQL(name string) string {
+	return "SELECT " + name + ", sum(bytes * greatest(sampling_rate, 1))::bigint AS b, count(*) FROM flows\nWHERE time_received >= $1 GROUP BY 1 ORDER BY b DESC LIMIT 5"
 }
 
 // snapshot reads the state from PostgreSQL in one round trip. The top
@@ -161,7 +160,7 @@ func (v *view) snapshot(ctx context.Context, conn *pgx.Conn, now time.Time) (sna
 	// GROUPING SETS scan here (BenchmarkSnapshot).
 	s.lists = make([][]talker, len(topLists))
 	for i, l := range topLists {
-		top(topSQL(l.Name, l.GroupBy), &s.lists[i])
+		top(topSQL(l.Name), &s.lists[i])
 	}
 	err := conn.SendBatch(ctx, &b).Close()
 	return s, err
