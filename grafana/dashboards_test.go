@@ -772,7 +772,7 @@ func TestPipelineMetricsExist(t *testing.T) {
 
 // attribution is the geodata credit (docs/geodata.md) both Traffic
 // dashboards show with their Enrichment panels.
-const attribution = "IP to country: ip-location-db (CC0). AS numbers and names: ip-location-db asn, from RouteViews and DB-IP, CC BY 4.0."
+const attribution = "IP to country: ip-location-db, from RIR data by the NRO (nro.net), CC BY 4.0. AS numbers and names: ip-location-db asn, from RouteViews (routeviews.org), DB-IP (db-ip.com) and the NRO, CC BY 4.0."
 
 func TestDashboardsAttribution(t *testing.T) {
 	for _, f := range []string{"dashboards/traffic-postgres.json", "dashboards/traffic-clickhouse.json"} {

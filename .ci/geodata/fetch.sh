@@ -63,4 +63,5 @@ echo "- @ip-location-db/asn: CC BY 4.0, attribution required:"
 for f in ROUTEVIEWS-LICENSE DBIP-LICENSE NRO_LICENSE; do
   [[ -f "$dest/asn/$f" ]] && sed 's/^/    /' "$dest/asn/$f" && echo
 done
-echo "  Attribution to show where the data is shown: \"IP to ASN data by RouteViews (routeviews.org) and DB-IP (db-ip.com), CC BY 4.0.\""
+echo "  Attribution to show where the data is shown (the dashboards do):"
+echo "  \"IP to country: ip-location-db, from RIR data by the NRO (nro.net), CC BY 4.0. AS numbers and names: ip-location-db asn, from RouteViews (routeviews.org), DB-IP (db-ip.com) and the NRO, CC BY 4.0.\""
