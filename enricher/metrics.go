@@ -1,7 +1,6 @@
 package enricher
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -11,28 +10,22 @@ import (
 )
 
 // Reasons a record is not enriched but dead-lettered, the reason label of
-// flowpipeline_enricher_records_invalid_total (the inserter's names).
+// flowpipeline_enricher_records_invalid_total: pb's framing reasons, the
+// names the inserter counts with too.
 const (
-	ReasonEmpty      = "empty"       // zero-length record value
-	ReasonBadLength  = "bad_length"  // unreadable varint length prefix
-	ReasonTooLarge   = "too_large"   // length prefix above pb.MaxMessageSize
-	ReasonTruncated  = "truncated"   // record shorter than a frame's length prefix
-	ReasonBadMessage = "bad_message" // frame is not a FlowMessage
+	ReasonEmpty      = pb.ReasonEmpty
+	ReasonBadLength  = pb.ReasonBadLength
+	ReasonTooLarge   = pb.ReasonTooLarge
+	ReasonTruncated  = pb.ReasonTruncated
+	ReasonBadMessage = pb.ReasonBadMessage
 )
 
-var allReasons = []string{ReasonEmpty, ReasonBadLength, ReasonTooLarge, ReasonTruncated, ReasonBadMessage}
+var allReasons = pb.FrameReasons
 
 // Reason maps a transform error to its metric label.
 func Reason(err error) string {
-	switch {
-	case errors.Is(err, pb.ErrEmptyRecord):
-		return ReasonEmpty
-	case errors.Is(err, pb.ErrBadLength):
-		return ReasonBadLength
-	case errors.Is(err, pb.ErrMessageTooLarge):
-		return ReasonTooLarge
-	case errors.Is(err, pb.ErrTruncated):
-		return ReasonTruncated
+	if r := pb.FrameReason(err); r != "" {
+		return r
 	}
 	return ReasonBadMessage
 }

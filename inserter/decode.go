@@ -73,14 +73,6 @@ func (d *Decoder) Decode(value []byte, offset int64, b *pgsink.Batch) (flows int
 // Reason maps a decode error to its metric label.
 func Reason(err error) string {
 	switch {
-	case errors.Is(err, pb.ErrEmptyRecord):
-		return ReasonEmpty
-	case errors.Is(err, pb.ErrBadLength):
-		return ReasonBadLength
-	case errors.Is(err, pb.ErrMessageTooLarge):
-		return ReasonTooLarge
-	case errors.Is(err, pb.ErrTruncated):
-		return ReasonTruncated
 	case errors.Is(err, pgsink.ErrOutOfRange):
 		return ReasonOutOfRange
 	case errors.Is(err, pgsink.ErrTooOld):
@@ -89,6 +81,9 @@ func Reason(err error) string {
 		return ReasonTooNew
 	case errors.Is(err, ErrInvalidField):
 		return ReasonInvalidField
+	}
+	if r := pb.FrameReason(err); r != "" {
+		return r
 	}
 	return ReasonBadMessage
 }

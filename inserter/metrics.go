@@ -2,16 +2,20 @@ package inserter
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 
 // Reasons a record is rejected, the reason label of
 // flowpipeline_inserter_records_invalid_total.
 const (
-	ReasonEmpty        = "empty"         // zero-length record value
-	ReasonBadLength    = "bad_length"    // unreadable varint length prefix
-	ReasonTooLarge     = "too_large"     // length prefix above pb.MaxMessageSize
-	ReasonTruncated    = "truncated"     // record shorter than a frame's length prefix
-	ReasonBadMessage   = "bad_message"   // frame is not a FlowMessage
+	// The framing reasons, the same as the enricher's (pb.FrameReason).
+	ReasonEmpty      = pb.ReasonEmpty
+	ReasonBadLength  = pb.ReasonBadLength
+	ReasonTooLarge   = pb.ReasonTooLarge
+	ReasonTruncated  = pb.ReasonTruncated
+	ReasonBadMessage = pb.ReasonBadMessage
+
 	ReasonInvalidField = "invalid_field" // parses, but a field cannot be stored (see pgsink.ValidateFlow)
 	ReasonOutOfRange   = "out_of_range"  // a counter, the sampling rate or a scaled product above its bound
 	ReasonTooOld       = "too_old"       // time_received older than -postgres.retention (or before 2000)

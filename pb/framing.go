@@ -21,6 +21,37 @@ var (
 	ErrBadMessage      = errors.New("message is not a valid FlowMessage")
 )
 
+// Reasons a record does not frame: the reason label every stage counts
+// such drops with (records_invalid_total), so a dashboard can sum them.
+const (
+	ReasonEmpty      = "empty"       // zero-length record value
+	ReasonBadLength  = "bad_length"  // unreadable varint length prefix
+	ReasonTooLarge   = "too_large"   // length prefix above MaxMessageSize
+	ReasonTruncated  = "truncated"   // record shorter than a frame's length prefix
+	ReasonBadMessage = "bad_message" // frame is not a FlowMessage
+)
+
+// FrameReasons lists the reasons FrameReason returns.
+var FrameReasons = []string{ReasonEmpty, ReasonBadLength, ReasonTooLarge, ReasonTruncated, ReasonBadMessage}
+
+// FrameReason maps an error of ForEachFrame or UnmarshalRecord to its
+// reason label, or "" when err wraps none of the framing sentinels.
+func FrameReason(err error) string {
+	switch {
+	case errors.Is(err, ErrEmptyRecord):
+		return ReasonEmpty
+	case errors.Is(err, ErrBadLength):
+		return ReasonBadLength
+	case errors.Is(err, ErrMessageTooLarge):
+		return ReasonTooLarge
+	case errors.Is(err, ErrTruncated):
+		return ReasonTruncated
+	case errors.Is(err, ErrBadMessage):
+		return ReasonBadMessage
+	}
+	return ""
+}
+
 // AppendDelimited appends m to dst, prefixed by its length as a varint: the
 // framing of goflow2 -format=bin and of ClickHouse's Protobuf format. It
 // uses the hand-written encoder (codec.go), so the error is always nil; it

@@ -264,3 +264,25 @@ func BenchmarkUnmarshalRecord(b *testing.B) {
 		}
 	}
 }
+
+func TestFrameReason(t *testing.T) {
+	for _, c := range []struct {
+		value []byte
+		want  string
+	}{
+		{nil, pb.ReasonEmpty},
+		{[]byte{0x80}, pb.ReasonBadLength},
+		{[]byte{0xff, 0xff, 0xff, 0x7f}, pb.ReasonTooLarge},
+		{[]byte{5, 1}, pb.ReasonTruncated},
+		{[]byte{2, 0xff, 0xff}, pb.ReasonBadMessage},
+	} {
+		var m pb.FlowMessage
+		err := pb.UnmarshalRecord(c.value, &m, func(*pb.FlowMessage) error { return nil })
+		if got := pb.FrameReason(err); got != c.want {
+			t.Errorf("%x: FrameReason(%v) = %q, want %q", c.value, err, got, c.want)
+		}
+	}
+	if got := pb.FrameReason(errors.New("not a framing error")); got != "" {
+		t.Errorf("FrameReason of another error = %q, want \"\"", got)
+	}
+}
