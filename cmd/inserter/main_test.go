@@ -243,6 +243,7 @@ func TestSIGKILLRestarts(t *testing.T) {
 		if kill == 1 && stream.chunks.Load() == 12 {
 			t.Error("the first kill came after production ended: not mid-stream")
 		}
+		stream.Resume()
 		p = startBinary(t, args...)
 	}
 	<-stream.done
@@ -259,20 +260,32 @@ func TestSIGKILLRestarts(t *testing.T) {
 
 // flowStream is 12 chunks of flows produced one second apart in the
 // background, so the inserters under test meet a live stream, not a backlog.
+// The second half waits for Resume, so a kill made before Resume always
+// lands mid-stream, however slowly the inserters start.
 type flowStream struct {
-	done   chan struct{} // closed after the last chunk; want is final then
-	chunks atomic.Int32
-	want   flowtest.Totals
+	done    chan struct{} // closed after the last chunk; want is final then
+	resume  chan struct{}
+	resumed sync.Once
+	chunks  atomic.Int32
+	want    flowtest.Totals
 }
 
+// Resume lets the second half of the chunks be produced.
+func (s *flowStream) Resume() { s.resumed.Do(func() { close(s.resume) }) }
+
 // produceStream starts a stream; chunk i uses seed seed+i, perChunk flows
-// and flowsPerRecord(i) flows per Kafka record.
+// and flowsPerRecord(i) flows per Kafka record. The test's cleanup resumes
+// it, so a failed test never leaves it waiting.
 func produceStream(t *testing.T, brokers []string, topic string, seed int64, perChunk int, flowsPerRecord func(i int) int) *flowStream {
-	s := &flowStream{done: make(chan struct{})}
+	s := &flowStream{done: make(chan struct{}), resume: make(chan struct{})}
+	t.Cleanup(s.Resume)
 	base := time.Now().Add(-time.Hour)
 	go func() {
 		defer close(s.done)
 		for i := range 12 {
+			if i == 6 {
+				<-s.resume
+			}
 			tot := flowtest.ProduceFlows(t, brokers, topic, seed+int64(i), perChunk, flowsPerRecord(i), base.Add(time.Duration(i)*time.Minute))
 			s.want.Flows += tot.Flows
 			s.want.Bytes += tot.Bytes
@@ -304,6 +317,7 @@ func TestScaleOut(t *testing.T) {
 	if stream.chunks.Load() == 12 {
 		t.Error("the kill came after production ended: not mid-stream")
 	}
+	stream.Resume()
 	<-stream.done
 	if t.Failed() {
 		return
