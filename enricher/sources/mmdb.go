@@ -159,22 +159,33 @@ func loadCountry(path string) (*countryDB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	db := &countryDB{r: r, layout: layout, byOff: map[uintptr]string{}}
+	byOff, err := decodeRecords(path, r, layout, decodeCountry)
+	if err != nil {
+		return nil, err
+	}
+	return &countryDB{r: r, layout: layout, byOff: byOff}, nil
+}
+
+// decodeRecords decodes every distinct record of r once, keyed by its
+// offset, so a lookup is a tree walk and a map read; it also proves the
+// whole file readable at load.
+func decodeRecords[T any](path string, r *maxminddb.Reader, layout string, decode func(maxminddb.Result, string) (T, error)) (map[uintptr]T, error) {
+	byOff := map[uintptr]T{}
 	for res := range r.Networks() {
 		if err := res.Err(); err != nil {
 			return nil, fmt.Errorf("%s: reading network %s: %w", path, res.Prefix(), err)
 		}
 		off := res.Offset()
-		if _, done := db.byOff[off]; done {
+		if _, done := byOff[off]; done {
 			continue
 		}
-		code, err := decodeCountry(res, layout)
+		v, err := decode(res, layout)
 		if err != nil {
 			return nil, fmt.Errorf("%s: decoding the record of %s (layout %s): %w", path, res.Prefix(), layout, err)
 		}
-		db.byOff[off] = code
+		byOff[off] = v
 	}
-	return db, nil
+	return byOff, nil
 }
 
 func decodeCountry(res maxminddb.Result, layout string) (string, error) {
@@ -221,22 +232,11 @@ func loadASNMMDB(path string) (*asnMMDB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	db := &asnMMDB{r: r, layout: layout, byOff: map[uintptr]asnInfo{}}
-	for res := range r.Networks() {
-		if err := res.Err(); err != nil {
-			return nil, fmt.Errorf("%s: reading network %s: %w", path, res.Prefix(), err)
-		}
-		off := res.Offset()
-		if _, done := db.byOff[off]; done {
-			continue
-		}
-		info, err := decodeASN(res, layout)
-		if err != nil {
-			return nil, fmt.Errorf("%s: decoding the record of %s (layout %s): %w", path, res.Prefix(), layout, err)
-		}
-		db.byOff[off] = info
+	byOff, err := decodeRecords(path, r, layout, decodeASN)
+	if err != nil {
+		return nil, err
 	}
-	return db, nil
+	return &asnMMDB{r: r, layout: layout, byOff: byOff}, nil
 }
 
 func decodeASN(res maxminddb.Result, layout string) (asnInfo, error) {
