@@ -19,7 +19,9 @@ import (
 
 var update = flag.Bool("update", false, "rewrite compose/clickhouse-cluster from the single-node schema")
 
-func clusterDir(t testing.TB) string { return filepath.Join(repoRoot(t), "compose", "clickhouse-cluster") }
+func clusterDir(t testing.TB) string {
+	return filepath.Join(repoRoot(t), "compose", "clickhouse-cluster")
+}
 
 func clusterSQLDir(t testing.TB) string { return filepath.Join(clusterDir(t), "sql") }
 
@@ -498,7 +500,7 @@ func TestClusterColumns(t *testing.T) {
 	}
 	type col struct {
 		Table, Name, Type, DefaultKind, DefaultExpression, CompressionCodec string
-		Position                                                           uint64
+		Position                                                            uint64
 	}
 	const q = `SELECT table AS Table, name AS Name, type AS Type, default_kind AS DefaultKind, default_expression AS DefaultExpression,
 		compression_codec AS CompressionCodec, position AS Position FROM system.columns WHERE database = '%s' ORDER BY table, position`
