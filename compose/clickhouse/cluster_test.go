@@ -262,83 +262,53 @@ func TestClusterSchemaParses(t *testing.T) {
 var testShards = []string{"s1", "s2"}
 
 // Partitions of flows-enriched (as in the cluster stack) and their owners:
-// node n (of 4, two per shard) reads partitions n, n+4 and n+8, as Kafka's
-// range or round-robin assignor gives 12 partitions to 4 consumers.
+// node n (of 4; nodes 0 and 1 are shard 1's replicas) reads partitions n,
+// n+4 and n+8, as Kafka's round-robin assignor gives 12 partitions to 4
+// consumers (the range assignor gives 3 contiguous ones: 3 each either way).
 const clusterPartitions = 12
 
 func shardOf(partition int) int { return (partition % 4) / 2 }
 
-var (
-	replicatedRe  = regexp.MustCompile(`ENGINE = Replicated(\w*MergeTree)\('` + regexp.QuoteMeta(clickhouse.ReplicaPath) + `', '\{replica\}'(?:, )?`)
-	distributedRe = regexp.MustCompile(`^CREATE TABLE IF NOT EXISTS (\w+) AS (\w+)\s+ENGINE = Distributed\((\w+), currentDatabase\(\), (\w+), rand\(\)\)$`)
-)
-
-// clusterDBs loads the cluster schema into one database per shard, with
-// the Kafka table swapped as for the single node, the replicated engines
-// swapped for their plain counterparts, and each Distributed table for a
-// view over the local table of every shard. It returns the databases.
+// clusterDBs loads the cluster schema into one database per shard
+// (chdb.ApplyCluster: the Kafka table swapped as for the single node, the
+// replicated engines for their plain counterparts, each Distributed table
+// for a view over the local table of every shard). It returns the
+// databases.
 func clusterDBs(t *testing.T) (*chdb.Session, []string) {
 	t.Helper()
 	s := session(t)
 	prefix := "t_" + strings.ToLower(nonIdent.ReplaceAllString(t.Name(), "_")) + "_"
 	var dbs []string
-	var views []string // Distributed tables, created once every shard exists
 	for _, shard := range testShards {
 		db := prefix + shard
 		dbs = append(dbs, db)
-		if err := s.Exec(fmt.Sprintf("DROP DATABASE IF EXISTS %[1]s; CREATE DATABASE %[1]s; USE %[1]s", db)); err != nil {
+		if err := s.Exec("DROP DATABASE IF EXISTS " + db); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Exec("DROP DATABASE IF EXISTS " + db) })
-		views = views[:0]
-		for _, f := range readSchema(t, clusterSQLDir(t)) {
-			stmts, err := chdb.SplitStatements(f.Text)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, stmt := range stmts {
-				stmt = strings.TrimSpace(stmt)
-				if m := distributedRe.FindStringSubmatch(stmt); m != nil {
-					if m[2] != m[1]+"_local" || m[4] != m[2] || m[3] != clickhouse.ClusterName {
-						t.Fatalf("%s: Distributed table %s is over %s.%s of cluster %s; want %s_local of %s", f.Name, m[1], m[3], m[4], m[3], m[1], clickhouse.ClusterName)
-					}
-					views = append(views, m[1])
-					continue
-				}
-				if strings.Contains(stmt, "Distributed") {
-					t.Fatalf("%s: a Distributed table in a form this test does not know: %s", f.Name, stmt)
-				}
-				stmt, _ = chdb.SwapKafkaEngine(stmt)
-				stmt = replicatedRe.ReplaceAllString(stmt, "ENGINE = $1(")
-				if strings.Contains(stmt, "Replicated") {
-					t.Fatalf("%s: a replicated engine this test could not swap: %s", f.Name, stmt)
-				}
-				if err := s.Exec(stmt); err != nil {
-					t.Fatalf("%s: %v", f.Name, err)
-				}
-			}
-		}
-		// Records are staged here, then inserted into the Kafka stand-in
-		// with their partition and offset (FORMAT Protobuf cannot set them).
-		if err := s.Exec("CREATE TABLE staging AS flows ENGINE = Memory"); err != nil {
-			t.Fatal(err)
-		}
-		for _, table := range []string{"flows_raw_local", "flows_5m_local", "flows_1h_local", "flows_5m_enriched_local", "flows_errors_local"} {
-			if err := s.Exec("SYSTEM STOP TTL MERGES " + db + "." + table); err != nil {
-				t.Fatal(err)
-			}
+	}
+	dist, err := s.ApplyCluster(clusterSQLDir(t), dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, d := range dist {
+		names = append(names, d.Name)
+		if d.Cluster != clickhouse.ClusterName || d.Local != d.Name+clickhouse.LocalSuffix {
+			t.Errorf("Distributed table %s reads %s of cluster %s; want %s%s of %s", d.Name, d.Local, d.Cluster, d.Name, clickhouse.LocalSuffix, clickhouse.ClusterName)
 		}
 	}
-	if len(views) != 5 {
-		t.Fatalf("the cluster schema has %d Distributed tables (%v), want 5", len(views), views)
+	if want := []string{"flows_raw", "flows_5m", "flows_1h", "flows_5m_enriched", "flows_errors"}; !slices.Equal(names, want) {
+		t.Fatalf("the cluster schema's Distributed tables are %v, want %v", names, want)
 	}
 	for _, db := range dbs {
-		for _, v := range views {
-			var parts []string
-			for _, shard := range dbs {
-				parts = append(parts, "SELECT * FROM "+shard+"."+v+"_local")
-			}
-			if err := s.Exec("CREATE VIEW " + db + "." + v + " AS " + strings.Join(parts, " UNION ALL ")); err != nil {
+		// Records are staged here, then inserted into the Kafka stand-in
+		// with their partition and offset (FORMAT Protobuf cannot set them).
+		if err := s.Exec("CREATE TABLE " + db + ".staging AS " + db + ".flows ENGINE = Memory"); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range names {
+			if err := s.Exec("SYSTEM STOP TTL MERGES " + db + "." + name + clickhouse.LocalSuffix); err != nil {
 				t.Fatal(err)
 			}
 		}
