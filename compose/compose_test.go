@@ -30,11 +30,37 @@ var stacks = []struct {
 	services []string
 	sink     string // "postgres" or "clickhouse"
 	source   string // "mocker" or "goflow2"
+	cluster  bool   // the cluster stack: kafka and clickhouse are the nodes below
 }{
-	{"docker-compose-postgres-mock.yml", []string{"kafka", "kafka-init", "enricher", "mocker", "postgres", "inserter", "prometheus", "grafana"}, "postgres", "mocker"},
-	{"docker-compose-postgres-collect.yml", []string{"kafka", "kafka-init", "enricher", "goflow2", "postgres", "inserter", "prometheus", "grafana"}, "postgres", "goflow2"},
-	{"docker-compose-clickhouse-mock.yml", []string{"kafka", "kafka-init", "enricher", "mocker", "clickhouse", "prometheus", "grafana"}, "clickhouse", "mocker"},
-	{"docker-compose-clickhouse-collect.yml", []string{"kafka", "kafka-init", "enricher", "goflow2", "clickhouse", "prometheus", "grafana"}, "clickhouse", "goflow2"},
+	{"docker-compose-postgres-mock.yml", []string{"kafka", "kafka-init", "enricher", "mocker", "postgres", "inserter", "prometheus", "grafana"}, "postgres", "mocker", false},
+	{"docker-compose-postgres-collect.yml", []string{"kafka", "kafka-init", "enricher", "goflow2", "postgres", "inserter", "prometheus", "grafana"}, "postgres", "goflow2", false},
+	{"docker-compose-clickhouse-mock.yml", []string{"kafka", "kafka-init", "enricher", "mocker", "clickhouse", "prometheus", "grafana"}, "clickhouse", "mocker", false},
+	{"docker-compose-clickhouse-collect.yml", []string{"kafka", "kafka-init", "enricher", "goflow2", "clickhouse", "prometheus", "grafana"}, "clickhouse", "goflow2", false},
+	{"docker-compose-clickhouse-cluster.yml", append(append(append([]string{"kafka-init", "enricher", "mocker", "prometheus", "grafana"},
+		clusterBrokers...), clusterKeepers...), clusterClickHouse...), "clickhouse", "mocker", true},
+}
+
+// The nodes of the cluster stack.
+var (
+	clusterBrokers    = []string{"kafka1", "kafka2", "kafka3"}
+	clusterKeepers    = []string{"keeper1", "keeper2", "keeper3"}
+	clusterClickHouse = []string{"clickhouse-s1r1", "clickhouse-s1r2", "clickhouse-s2r1", "clickhouse-s2r2"}
+)
+
+// kafkaServices and sinkServices name a stack's brokers and its store's
+// servers: one each, or the cluster's nodes.
+func kafkaServices(cluster bool) []string {
+	if cluster {
+		return clusterBrokers
+	}
+	return []string{"kafka"}
+}
+
+func sinkServices(sink string, cluster bool) []string {
+	if cluster {
+		return clusterClickHouse
+	}
+	return []string{sink}
 }
 
 // repoRoot is the repository's top level, one up from this package.
@@ -221,7 +247,8 @@ func TestBindMountsExist(t *testing.T) {
 // wantHealth lists the services that must carry a health check in every
 // stack where they appear: Kafka and the databases order the start-up, and
 // the rest make `up --wait` mean "ready".
-var wantHealth = []string{"kafka", "postgres", "clickhouse", "prometheus", "grafana", "goflow2", "enricher"}
+var wantHealth = append(append(append([]string{"kafka", "postgres", "clickhouse", "prometheus", "grafana", "goflow2", "enricher", "mocker"},
+	clusterBrokers...), clusterKeepers...), clusterClickHouse...)
 
 func TestHealthChecks(t *testing.T) {
 	for _, st := range stacks {
@@ -241,7 +268,7 @@ func TestHealthChecks(t *testing.T) {
 					t.Errorf("service %s: health check should set interval, retries and start_period", name)
 				}
 			}
-			for _, name := range []string{"kafka", st.sink} {
+			for _, name := range append(kafkaServices(st.cluster), sinkServices(st.sink, st.cluster)...) {
 				if _, ok := p.Services[name]; !ok {
 					t.Errorf("stack has no %s service", name)
 				}
@@ -276,7 +303,7 @@ func TestStartupOrder(t *testing.T) {
 				}
 			}
 			// Whatever talks to Kafka starts after the topic exists.
-			consumers := []string{st.source, "enricher", st.sink}
+			consumers := append([]string{st.source, "enricher"}, sinkServices(st.sink, st.cluster)...)
 			if st.sink == "postgres" {
 				consumers = []string{st.source, "enricher", "inserter"}
 			}
@@ -299,11 +326,19 @@ func TestStartupOrder(t *testing.T) {
 			for _, m := range topicRe.FindAllStringSubmatch(args, -1) {
 				topics[m[1]] = m[2]
 			}
-			if want := map[string]string{"flows": "6", "flows-enriched": "6", "flows-dlq": "1"}; !maps.Equal(topics, want) {
+			// The cluster's: a multiple of its 4 ClickHouse nodes, so that
+			// each node reads as many partitions.
+			partitions := "6"
+			if st.cluster {
+				partitions = "12"
+			}
+			if want := map[string]string{"flows": partitions, "flows-enriched": partitions, "flows-dlq": "1"}; !maps.Equal(topics, want) {
 				t.Errorf("kafka-init creates topics (name: partitions) %v, want %v", topics, want)
 			}
-			if d := init.DependsOn["kafka"]; d.Condition != types.ServiceConditionHealthy {
-				t.Errorf("kafka-init must wait for kafka to be healthy, has %+v", d)
+			for _, kafka := range kafkaServices(st.cluster) {
+				if d := init.DependsOn[kafka]; d.Condition != types.ServiceConditionHealthy {
+					t.Errorf("kafka-init must wait for %s to be healthy, has %+v", kafka, d)
+				}
 			}
 		})
 	}
@@ -668,7 +703,9 @@ func TestPrometheusTargets(t *testing.T) {
 			if st.sink == "postgres" {
 				want["inserter"] = metricsPort(p.Services["inserter"])
 			} else {
-				want["clickhouse"] = "9363" // compose/prometheus/clickhouse-metrics.xml
+				for _, ch := range sinkServices(st.sink, st.cluster) {
+					want[ch] = "9363" // compose/prometheus/clickhouse-metrics.xml
+				}
 			}
 			for host, port := range want {
 				if port == "" {
@@ -780,20 +817,28 @@ func TestClickHouseMounts(t *testing.T) {
 		}
 		t.Run(st.file, func(t *testing.T) {
 			p := load(t, st.file)
-			want := map[string]string{
-				"/var/lib/clickhouse/format_schemas/flow.proto": filepath.Join(root, "pb", "flow.proto"),
-				"/docker-entrypoint-initdb.d":                   filepath.Join(root, "compose", "clickhouse"),
+			// The cluster's schema is derived from compose/clickhouse
+			// (compose/clickhouse, TestClusterSchemaUpToDate).
+			initdb := filepath.Join(root, "compose", "clickhouse")
+			if st.cluster {
+				initdb = filepath.Join(root, "compose", "clickhouse-cluster", "sql")
 			}
-			for _, v := range p.Services["clickhouse"].Volumes {
-				if src, ok := want[v.Target]; ok {
-					if v.Source != src {
-						t.Errorf("%s mounted from %s, want %s", v.Target, v.Source, src)
-					}
-					delete(want, v.Target)
+			for _, ch := range sinkServices(st.sink, st.cluster) {
+				want := map[string]string{
+					"/var/lib/clickhouse/format_schemas/flow.proto": filepath.Join(root, "pb", "flow.proto"),
+					"/docker-entrypoint-initdb.d":                   initdb,
 				}
-			}
-			for target := range want {
-				t.Errorf("clickhouse does not mount %s", target)
+				for _, v := range p.Services[ch].Volumes {
+					if src, ok := want[v.Target]; ok {
+						if v.Source != src {
+							t.Errorf("%s: %s mounted from %s, want %s", ch, v.Target, v.Source, src)
+						}
+						delete(want, v.Target)
+					}
+				}
+				for target := range want {
+					t.Errorf("%s does not mount %s", ch, target)
+				}
 			}
 		})
 	}
@@ -864,8 +909,8 @@ func TestStopGracePeriod(t *testing.T) {
 			}
 		})
 	}
-	if checked != 8 {
-		t.Errorf("checked %d services, want the enricher of every stack, the inserter of two and the mocker of two (8)", checked)
+	if checked != 10 {
+		t.Errorf("checked %d services, want the enricher of every stack, the inserter of two and the mocker of three (10)", checked)
 	}
 }
 

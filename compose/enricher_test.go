@@ -152,10 +152,17 @@ func TestEnricherWiring(t *testing.T) {
 					t.Errorf("enricher -%s=%q, want %q", name, got, w)
 				}
 			}
-			// Transactions on a one-node cluster (docs/enricher.md).
-			for _, k := range []string{"KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"} {
-				if v := p.Services["kafka"].Environment[k]; v == nil || *v != "1" {
-					t.Errorf("kafka sets %s=%v; one broker needs 1 or no transaction starts", k, v)
+			// Transactions on a one-node cluster (docs/enricher.md), or on
+			// three nodes, surviving the loss of one.
+			txn := map[string]string{"KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1", "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1"}
+			if st.cluster {
+				txn = map[string]string{"KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "3", "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "2"}
+			}
+			for _, kafka := range kafkaServices(st.cluster) {
+				for k, w := range txn {
+					if v := p.Services[kafka].Environment[k]; v == nil || *v != w {
+						t.Errorf("%s sets %s=%v; want %s, or no transaction starts (or survives a lost node)", kafka, k, v, w)
+					}
 				}
 			}
 			if st.sink == "postgres" {

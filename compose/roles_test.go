@@ -381,21 +381,29 @@ func TestClickHouseGrafanaUser(t *testing.T) {
 		}
 		t.Run(st.file, func(t *testing.T) {
 			p := load(t, st.file)
-			ch := p.Services["clickhouse"]
-			mounted := false
-			for _, v := range ch.Volumes {
-				if v.Target == "/etc/clickhouse-server/users.d/flow-pipeline.xml" && v.Source == filepath.Join(root, "compose", "clickhouse-users.xml") {
-					mounted = true
+			// The cluster's file is derived from clickhouse-users.xml
+			// (compose/clickhouse, TestClusterSchemaUpToDate).
+			users := filepath.Join(root, "compose", "clickhouse-users.xml")
+			if st.cluster {
+				users = filepath.Join(root, "compose", "clickhouse-cluster", "users.xml")
+			}
+			for _, name := range sinkServices(st.sink, st.cluster) {
+				ch := p.Services[name]
+				mounted := false
+				for _, v := range ch.Volumes {
+					if v.Target == "/etc/clickhouse-server/users.d/flow-pipeline.xml" && v.Source == users {
+						mounted = true
+					}
 				}
-			}
-			if !mounted {
-				t.Error("clickhouse does not mount clickhouse-users.xml at /etc/clickhouse-server/users.d/flow-pipeline.xml")
-			}
-			if v := ch.Environment["CLICKHOUSE_GRAFANA_PASSWORD"]; v == nil || *v != env["CLICKHOUSE_GRAFANA_PASSWORD"] {
-				t.Errorf("clickhouse CLICKHOUSE_GRAFANA_PASSWORD = %v, want %q (read by from_env)", v, env["CLICKHOUSE_GRAFANA_PASSWORD"])
-			}
-			if v := ch.Environment["CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT"]; v == nil || *v != "0" {
-				t.Errorf("clickhouse CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT = %v, want 0", v)
+				if !mounted {
+					t.Errorf("%s does not mount %s at /etc/clickhouse-server/users.d/flow-pipeline.xml", name, users)
+				}
+				if v := ch.Environment["CLICKHOUSE_GRAFANA_PASSWORD"]; v == nil || *v != env["CLICKHOUSE_GRAFANA_PASSWORD"] {
+					t.Errorf("%s CLICKHOUSE_GRAFANA_PASSWORD = %v, want %q (read by from_env)", name, v, env["CLICKHOUSE_GRAFANA_PASSWORD"])
+				}
+				if v := ch.Environment["CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT"]; v == nil || *v != "0" {
+					t.Errorf("%s CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT = %v, want 0", name, v)
+				}
 			}
 			g := p.Services["grafana"]
 			if v := g.Environment["CLICKHOUSE_GRAFANA_PASSWORD"]; v == nil || *v != env["CLICKHOUSE_GRAFANA_PASSWORD"] {

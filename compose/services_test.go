@@ -43,6 +43,26 @@ func TestStacksPickFromServicesFile(t *testing.T) {
 			}
 		}
 	}
+	// A service of services.yml may extend another one there (a shared
+	// base, such as the cluster's kafka-node); the base counts as used.
+	for changed := true; changed; {
+		changed = false
+		for name, svc := range shared.Services {
+			ext, ok := svc["extends"].(map[string]any)
+			if !ok || !used[name] {
+				continue
+			}
+			if _, other := ext["file"]; other {
+				t.Errorf("services.yml: service %s extends another file", name)
+			}
+			if base, _ := ext["service"].(string); !used[base] {
+				if _, ok := shared.Services[base]; !ok {
+					t.Errorf("services.yml: service %s extends %q, which services.yml does not define", name, base)
+				}
+				used[base], changed = true, true
+			}
+		}
+	}
 	for name := range shared.Services {
 		if !used[name] {
 			t.Errorf("services.yml defines %s, which no stack uses", name)

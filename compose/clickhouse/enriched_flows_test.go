@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/chdb"
+
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
 
@@ -138,104 +140,14 @@ func TestEnrichedFlowsArrive(t *testing.T) {
 		t.Fatalf("test data: %d overrides, %d empty, %d max speeds, %d external: want %d overrides, %d empty, the others > 0", overridden, empty, maxSpeed, external, wantOverridden, (n+12)/13)
 	}
 
-	t.Run("flows_raw", func(t *testing.T) {
-		var rows []enrichedRow
-		q := strings.Replace(rawQuery, "\nFROM flows_raw", `,
-	SrcCountry, DstCountry, SrcASName, DstASName, SrcNetName, DstNetName, SrcNetRole, DstNetRole,
-	SrcNetSite, DstNetSite, ExporterName, InIfName, OutIfName, InIfDescription, OutIfDescription AS OutIfDesc,
-	InIfSpeed, OutIfSpeed, InIfBoundary, OutIfBoundary, SamplingRateFromExporter
-FROM flows_raw`, 1)
-		if err := s.QueryInto(q, &rows); err != nil {
-			t.Fatal(err)
-		}
-		if len(rows) != n {
-			t.Fatalf("flows_raw has %d rows, want %d", len(rows), n)
-		}
-		got := make(map[[2]any]enrichedRow, len(rows))
-		for _, r := range rows {
-			got[[2]any{r.Sampler, r.SequenceNum}] = r
-		}
-		if len(got) != n {
-			t.Fatalf("flows_raw has %d distinct (sampler, sequence) rows, want %d", len(got), n)
-		}
-		bad := 0
-		for _, m := range want {
-			w := expectEnriched(m)
-			if r := got[[2]any{w.Sampler, w.SequenceNum}]; r != w {
-				if bad++; bad <= 5 {
-					t.Errorf("flows_raw row\n got %+v\nwant %+v", r, w)
-				}
-			}
-		}
-		if bad > 0 {
-			t.Errorf("%d of %d rows differ", bad, n)
-		}
-	})
+	t.Run("flows_raw", func(t *testing.T) { checkEnrichedRaw(t, s, want) })
 
 	t.Run("flows_5m_enriched", func(t *testing.T) {
 		if err := s.Exec("OPTIMIZE TABLE flows_5m_enriched FINAL"); err != nil {
 			t.Fatal(err)
 		}
-		type row struct {
-			Date, Timeslot, SrcCountry, DstCountry                    string
-			SrcAS, DstAS                                              uint32
-			SrcASName, DstASName, SrcNetName, DstNetName              string
-			SrcNetSite, DstNetSite, ExporterName, InIfName, OutIfName string
-			InIfBoundary, OutIfBoundary                               string
-			Bytes, Packets, Count                                     uint64
-		}
-		type key struct {
-			Date, Timeslot, SrcCountry, DstCountry                    string
-			SrcAS, DstAS                                              uint32
-			SrcASName, DstASName, SrcNetName, DstNetName              string
-			SrcNetSite, DstNetSite, ExporterName, InIfName, OutIfName string
-			InIfBoundary, OutIfBoundary                               string
-		}
-		sums := map[key]*row{}
-		var total uint64
-		for _, m := range want {
-			recv := received(m).Truncate(time.Second)
-			k := key{recv.Format("2006-01-02"), recv.Truncate(5 * time.Minute).Format("2006-01-02 15:04:05"),
-				m.SrcCountry, m.DstCountry, m.SrcAs, m.DstAs, m.SrcAsName, m.DstAsName, m.SrcNetName, m.DstNetName,
-				m.SrcNetSite, m.DstNetSite, m.ExporterName, m.InIfName, m.OutIfName,
-				boundaryName(m.InIfBoundary), boundaryName(m.OutIfBoundary)}
-			r := sums[k]
-			if r == nil {
-				r = &row{k.Date, k.Timeslot, k.SrcCountry, k.DstCountry, k.SrcAS, k.DstAS, k.SrcASName, k.DstASName,
-					k.SrcNetName, k.DstNetName, k.SrcNetSite, k.DstNetSite, k.ExporterName, k.InIfName, k.OutIfName,
-					k.InIfBoundary, k.OutIfBoundary, 0, 0, 0}
-				sums[k] = r
-			}
-			r.Bytes += m.Bytes * scale(m)
-			r.Packets += m.Packets * scale(m)
-			r.Count++
-			total += m.Bytes * scale(m)
-		}
-		var got []row
-		if err := s.QueryInto("SELECT * FROM flows_5m_enriched", &got); err != nil {
-			t.Fatal(err)
-		}
-		if len(got) != len(sums) {
-			t.Errorf("flows_5m_enriched has %d rows after OPTIMIZE FINAL, want %d", len(got), len(sums))
-		}
-		var gotTotal, gotCount uint64
-		bad := 0
-		for _, g := range got {
-			gotTotal += g.Bytes
-			gotCount += g.Count
-			k := key{g.Date, g.Timeslot, g.SrcCountry, g.DstCountry, g.SrcAS, g.DstAS, g.SrcASName, g.DstASName,
-				g.SrcNetName, g.DstNetName, g.SrcNetSite, g.DstNetSite, g.ExporterName, g.InIfName, g.OutIfName,
-				g.InIfBoundary, g.OutIfBoundary}
-			if w := sums[k]; w == nil || !reflect.DeepEqual(*w, g) {
-				if bad++; bad <= 5 {
-					t.Errorf("flows_5m_enriched row\n got %+v\nwant %+v", g, w)
-				}
-			}
-		}
-		if gotTotal != total || gotCount != n {
-			t.Errorf("flows_5m_enriched sums %d bytes over %d flows, want %d over %d", gotTotal, gotCount, total, n)
-		}
-		t.Logf("flows_5m_enriched: %d rows for %d flows, equal to the Go aggregates", len(got), n)
+		// After OPTIMIZE FINAL, one row per key.
+		checkEnriched5m(t, s, want, "SELECT * FROM flows_5m_enriched")
 	})
 
 	// The AS-pair rollups count the enricher's sampling_rate and src_as.
@@ -260,4 +172,109 @@ FROM flows_raw`, 1)
 	if c := count(t, s, "flows_errors"); c != 0 {
 		t.Errorf("flows_errors has %d rows, want 0", c)
 	}
+}
+
+// checkEnrichedRaw: flows_raw holds one row per flow of want, every
+// collector and enrichment column equal to what the enricher wrote.
+func checkEnrichedRaw(t *testing.T, s *chdb.Session, want []*pb.FlowMessage) {
+	t.Helper()
+	n := len(want)
+	var rows []enrichedRow
+	q := strings.Replace(rawQuery, "\nFROM flows_raw", `,
+	SrcCountry, DstCountry, SrcASName, DstASName, SrcNetName, DstNetName, SrcNetRole, DstNetRole,
+	SrcNetSite, DstNetSite, ExporterName, InIfName, OutIfName, InIfDescription, OutIfDescription AS OutIfDesc,
+	InIfSpeed, OutIfSpeed, InIfBoundary, OutIfBoundary, SamplingRateFromExporter
+FROM flows_raw`, 1)
+	if err := s.QueryInto(q, &rows); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != n {
+		t.Fatalf("flows_raw has %d rows, want %d", len(rows), n)
+	}
+	got := make(map[[2]any]enrichedRow, len(rows))
+	for _, r := range rows {
+		got[[2]any{r.Sampler, r.SequenceNum}] = r
+	}
+	if len(got) != n {
+		t.Fatalf("flows_raw has %d distinct (sampler, sequence) rows, want %d", len(got), n)
+	}
+	bad := 0
+	for _, m := range want {
+		w := expectEnriched(m)
+		if r := got[[2]any{w.Sampler, w.SequenceNum}]; r != w {
+			if bad++; bad <= 5 {
+				t.Errorf("flows_raw row\n got %+v\nwant %+v", r, w)
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d rows differ", bad, n)
+	}
+}
+
+// checkEnriched5m: query returns flows_5m_enriched's rows (all columns,
+// one row per key), equal to the sums of want computed in Go.
+func checkEnriched5m(t *testing.T, s *chdb.Session, want []*pb.FlowMessage, query string) {
+	t.Helper()
+	n := uint64(len(want))
+	type row struct {
+		Date, Timeslot, SrcCountry, DstCountry                    string
+		SrcAS, DstAS                                              uint32
+		SrcASName, DstASName, SrcNetName, DstNetName              string
+		SrcNetSite, DstNetSite, ExporterName, InIfName, OutIfName string
+		InIfBoundary, OutIfBoundary                               string
+		Bytes, Packets, Count                                     uint64
+	}
+	type key struct {
+		Date, Timeslot, SrcCountry, DstCountry                    string
+		SrcAS, DstAS                                              uint32
+		SrcASName, DstASName, SrcNetName, DstNetName              string
+		SrcNetSite, DstNetSite, ExporterName, InIfName, OutIfName string
+		InIfBoundary, OutIfBoundary                               string
+	}
+	sums := map[key]*row{}
+	var total uint64
+	for _, m := range want {
+		recv := received(m).Truncate(time.Second)
+		k := key{recv.Format("2006-01-02"), recv.Truncate(5 * time.Minute).Format("2006-01-02 15:04:05"),
+			m.SrcCountry, m.DstCountry, m.SrcAs, m.DstAs, m.SrcAsName, m.DstAsName, m.SrcNetName, m.DstNetName,
+			m.SrcNetSite, m.DstNetSite, m.ExporterName, m.InIfName, m.OutIfName,
+			boundaryName(m.InIfBoundary), boundaryName(m.OutIfBoundary)}
+		r := sums[k]
+		if r == nil {
+			r = &row{k.Date, k.Timeslot, k.SrcCountry, k.DstCountry, k.SrcAS, k.DstAS, k.SrcASName, k.DstASName,
+				k.SrcNetName, k.DstNetName, k.SrcNetSite, k.DstNetSite, k.ExporterName, k.InIfName, k.OutIfName,
+				k.InIfBoundary, k.OutIfBoundary, 0, 0, 0}
+			sums[k] = r
+		}
+		r.Bytes += m.Bytes * scale(m)
+		r.Packets += m.Packets * scale(m)
+		r.Count++
+		total += m.Bytes * scale(m)
+	}
+	var got []row
+	if err := s.QueryInto(query, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(sums) {
+		t.Errorf("flows_5m_enriched has %d rows, want %d", len(got), len(sums))
+	}
+	var gotTotal, gotCount uint64
+	bad := 0
+	for _, g := range got {
+		gotTotal += g.Bytes
+		gotCount += g.Count
+		k := key{g.Date, g.Timeslot, g.SrcCountry, g.DstCountry, g.SrcAS, g.DstAS, g.SrcASName, g.DstASName,
+			g.SrcNetName, g.DstNetName, g.SrcNetSite, g.DstNetSite, g.ExporterName, g.InIfName, g.OutIfName,
+			g.InIfBoundary, g.OutIfBoundary}
+		if w := sums[k]; w == nil || !reflect.DeepEqual(*w, g) {
+			if bad++; bad <= 5 {
+				t.Errorf("flows_5m_enriched row\n got %+v\nwant %+v", g, w)
+			}
+		}
+	}
+	if gotTotal != total || gotCount != n {
+		t.Errorf("flows_5m_enriched sums %d bytes over %d flows, want %d over %d", gotTotal, gotCount, total, n)
+	}
+	t.Logf("flows_5m_enriched: %d rows for %d flows, equal to the Go aggregates", len(got), n)
 }

@@ -218,16 +218,7 @@ func TestMockerFlows(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := rollup(msgs, tc.slot)
-			if len(got) != len(want) {
-				t.Errorf("%s has %d rows after OPTIMIZE FINAL, want %d", tc.table, len(got), len(want))
-			}
-			bad := 0
-			for i := 0; i < min(len(got), len(want)) && bad < 5; i++ {
-				if !reflect.DeepEqual(got[i], want[i]) {
-					bad++
-					t.Errorf("%s row %d\n got %+v\nwant %+v", tc.table, i, got[i], want[i])
-				}
-			}
+			checkRollupRows(t, tc.table, got, want)
 			var n, count, scaled uint64
 			for _, r := range want {
 				n++
@@ -245,5 +236,20 @@ func TestMockerFlows(t *testing.T) {
 
 	if n := count(t, s, "flows_errors"); n != 0 {
 		t.Errorf("flows_errors has %d rows, want 0", n)
+	}
+}
+
+// checkRollupRows compares a rollup's rows, ordered by key, with rollup()'s.
+func checkRollupRows(t *testing.T, table string, got, want []rollupRow) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%s has %d rows, want %d", table, len(got), len(want))
+	}
+	bad := 0
+	for i := 0; i < min(len(got), len(want)) && bad < 5; i++ {
+		if !reflect.DeepEqual(got[i], want[i]) {
+			bad++
+			t.Errorf("%s row %d\n got %+v\nwant %+v", table, i, got[i], want[i])
+		}
 	}
 }

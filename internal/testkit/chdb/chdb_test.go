@@ -125,3 +125,43 @@ func TestApplySchemaSwapsKafka(t *testing.T) {
 		t.Error("ApplySchema of an empty directory succeeded")
 	}
 }
+
+func TestApplyCluster(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "10_t.sql"), []byte(`
+CREATE TABLE IF NOT EXISTS t_local (k UInt8, v UInt64) ENGINE = ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', (v)) ORDER BY k;
+CREATE TABLE IF NOT EXISTS t AS t_local
+ENGINE = Distributed(c, currentDatabase(), t_local, rand());
+CREATE TABLE IF NOT EXISTS src (k UInt8) ENGINE = Kafka SETTINGS kafka_broker_list = 'kafka:9092', kafka_topic_list = 't', kafka_group_name = 'g', kafka_format = 'JSONEachRow';
+CREATE MATERIALIZED VIEW IF NOT EXISTS t_mv TO t_local AS SELECT k, _partition AS v FROM src;
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := chdb.Start(t)
+	dist, err := s.ApplyCluster(dir, []string{"a", "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []chdb.Distributed{{Name: "t", Cluster: "c", Local: "t_local"}}; !reflect.DeepEqual(dist, want) {
+		t.Errorf("Distributed tables = %+v, want %+v", dist, want)
+	}
+	if err := s.Exec("INSERT INTO a.src (k, _partition) VALUES (1, 10), (2, 20); INSERT INTO b.src (k, _partition) VALUES (1, 5)"); err != nil {
+		t.Fatal(err)
+	}
+	// Each database's t reads both shards; the sum merges across them.
+	for _, db := range []string{"a", "b"} {
+		out, err := s.Run("SELECT k, sum(v) FROM "+db+".t GROUP BY k ORDER BY k", "CSV")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "1,15\n2,20\n"; out != want {
+			t.Errorf("%s.t = %q, want %q", db, out, want)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "20_bad.sql"), []byte("CREATE TABLE r (a UInt8) ENGINE = ReplicatedMergeTree ORDER BY a"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chdb.Start(t).ApplyCluster(dir, []string{"x"}); err == nil || !strings.Contains(err.Error(), "does not know") {
+		t.Errorf("ApplyCluster with an engine it cannot swap: %v, want an error", err)
+	}
+}

@@ -148,3 +148,76 @@ func (s *Session) ApplySchema(dir string, swapKafka bool) error {
 	}
 	return nil
 }
+
+// Distributed is a Distributed table of a cluster schema, as ApplyCluster
+// found it.
+type Distributed struct {
+	Name, Cluster, Local string
+}
+
+var (
+	replicatedEngine  = regexp.MustCompile(`ENGINE\s*=\s*Replicated(\w*MergeTree)\('[^']*',\s*'[^']*'(?:,\s*)?`)
+	distributedEngine = regexp.MustCompile(`(?s)^CREATE TABLE IF NOT EXISTS (\w+) AS (\w+)\s+ENGINE\s*=\s*Distributed\((\w+),\s*currentDatabase\(\),\s*(\w+)(?:,.*)?\)$`)
+)
+
+// ApplyCluster runs a cluster schema (compose/clickhouse-cluster/sql) on
+// chDB, which has neither Keeper nor other servers: every statement of the
+// *.sql files of dir runs in each database of shards (created if absent),
+// Kafka tables swapped as by SwapKafkaEngine, Replicated*MergeTree
+// engines swapped for their plain counterparts, and each Distributed table
+// created last, in every shard database, as a view over its local table
+// in all of them (UNION ALL): what a Distributed query reads. It returns
+// the Distributed tables it replaced.
+func (s *Session) ApplyCluster(dir string, shards []string) ([]Distributed, error) {
+	files, err := SchemaFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	var dist []Distributed
+	for i, db := range shards {
+		if err := s.Exec("CREATE DATABASE IF NOT EXISTS " + db + "; USE " + db); err != nil {
+			return nil, err
+		}
+		for _, f := range files {
+			script, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("read schema file: %w", err)
+			}
+			stmts, err := SplitStatements(string(script))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", filepath.Base(f), err)
+			}
+			for _, stmt := range stmts {
+				if m := distributedEngine.FindStringSubmatch(stmt); m != nil {
+					if i == 0 {
+						if m[2] != m[4] {
+							return nil, fmt.Errorf("%s: Distributed table %s is AS %s but reads %s", filepath.Base(f), m[1], m[2], m[4])
+						}
+						dist = append(dist, Distributed{Name: m[1], Cluster: m[3], Local: m[4]})
+					}
+					continue
+				}
+				stmt, _ = SwapKafkaEngine(stmt)
+				stmt = replicatedEngine.ReplaceAllString(stmt, "ENGINE = $1(")
+				if strings.Contains(stmt, "Distributed") || strings.Contains(stmt, "Replicated") {
+					return nil, fmt.Errorf("%s: a Distributed or replicated table this stand-in does not know: %.200s", filepath.Base(f), stmt)
+				}
+				if err := s.Exec(stmt); err != nil {
+					return nil, fmt.Errorf("apply %s to %s: %w", filepath.Base(f), db, err)
+				}
+			}
+		}
+	}
+	for _, db := range shards {
+		for _, d := range dist {
+			var parts []string
+			for _, shard := range shards {
+				parts = append(parts, "SELECT * FROM "+shard+"."+d.Local)
+			}
+			if err := s.Exec("CREATE VIEW " + db + "." + d.Name + " AS " + strings.Join(parts, " UNION ALL ")); err != nil {
+				return nil, fmt.Errorf("the stand-in of Distributed table %s: %w", d.Name, err)
+			}
+		}
+	}
+	return dist, nil
+}
