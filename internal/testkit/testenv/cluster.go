@@ -16,9 +16,11 @@ import (
 	"github.com/spendletonliveaction/flow-pipeline/internal/proc"
 )
 
-// clusterStartTimeout bounds the first start of all the nodes of a cluster:
-// several JVMs at once on a 2-core machine, then a controller election.
-const clusterStartTimeout = 2 * time.Minute
+// clusterStartTimeout bounds the first start of all the nodes of a cluster
+// (several JVMs at once, then a controller election) and the restart of a
+// node (catching up on the metadata log before it registers again). A
+// shared 2-core machine under load took 77 s for the first.
+const clusterStartTimeout = 3 * time.Minute
 
 // KafkaCluster is a private Apache Kafka cluster of several nodes (KRaft,
 // every node both broker and controller, a static quorum) running in JVMs
@@ -87,11 +89,12 @@ func startKafkaCluster(n int) (c *KafkaCluster, err error) {
 			// A static quorum: every node knows every voter from its
 			// configuration, so each formats alone, without
 			// --standalone or --initial-controllers.
-			quorum:      "controller.quorum.voters=" + strings.Join(voters, ","),
-			replication: replication,
-			minISR:      max(replication-1, 1),
-			brokers:     n,
-			heap:        []string{"-Xmx256m", "-Xms64m"},
+			quorum:       "controller.quorum.voters=" + strings.Join(voters, ","),
+			replication:  replication,
+			minISR:       max(replication-1, 1),
+			brokers:      n,
+			heap:         []string{"-Xmx256m", "-Xms64m"},
+			startTimeout: clusterStartTimeout,
 		}
 	}
 	id := clusterID()
@@ -111,7 +114,7 @@ func startKafkaCluster(n int) (c *KafkaCluster, err error) {
 	err = c.each(func(k *Kafka) error {
 		k.mu.Lock()
 		defer k.mu.Unlock()
-		return k.awaitReady(clusterStartTimeout)
+		return k.awaitReady(k.node.startTimeout)
 	})
 	return c, err
 }

@@ -75,13 +75,14 @@ type kafkaNode struct {
 	minISR         int      // min.insync.replicas of the internal topics and default
 	brokers        int      // how many brokers metadata must list before the node is ready
 	heap           []string // -Xmx, -Xms
+	startTimeout   time.Duration
 }
 
 // singleNode is a standalone broker: it is its own controller quorum.
 func singleNode(controllerPort int) kafkaNode {
 	return kafkaNode{id: 1, controllerPort: controllerPort,
 		quorum:      fmt.Sprintf("controller.quorum.bootstrap.servers=127.0.0.1:%d", controllerPort),
-		replication: 1, minISR: 1, brokers: 1, heap: []string{"-Xmx512m", "-Xms128m"}}
+		replication: 1, minISR: 1, brokers: 1, heap: []string{"-Xmx512m", "-Xms128m"}, startTimeout: kafkaStartTimeout}
 }
 
 var sharedKafka = &shared[*Kafka]{what: "real Kafka", start: startKafka}
@@ -134,7 +135,7 @@ func (k *Kafka) Start() error {
 	if err := k.launch(); err != nil {
 		return err
 	}
-	return k.awaitReady(kafkaStartTimeout)
+	return k.awaitReady(k.node.startTimeout)
 }
 
 // launch starts the JVM without waiting for it (k.mu held): the nodes of a
