@@ -160,6 +160,7 @@ func killAndRestart(t *testing.T, c *testenv.KafkaCluster, id int32, m *runningM
 // runningMocker is a mocker.Mocker running in the background.
 type runningMocker struct {
 	*mocker.Mocker
+	reg  *prometheus.Registry
 	n    uint64
 	done chan error
 }
@@ -168,14 +169,15 @@ type runningMocker struct {
 // flow per record, with the realistic address plan of the demo.
 func startMocker(t *testing.T, c *testenv.KafkaCluster, topic string, seed int64, n uint64, rate float64) *runningMocker {
 	t.Helper()
+	reg := prometheus.NewRegistry()
 	m, err := mocker.New(mocker.Config{Brokers: c.Brokers(), Topic: topic, KafkaVersion: c.SaramaVersion().String(),
 		Count: n, Rate: rate, Seed: seed, ProgressInterval: -1, ShutdownTimeout: time.Minute},
-		bufferedLogger(t, "mocker"), prometheus.NewRegistry())
+		bufferedLogger(t, "mocker"), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	rm := &runningMocker{Mocker: m, n: n, done: make(chan error, 1)}
+	rm := &runningMocker{Mocker: m, reg: reg, n: n, done: make(chan error, 1)}
 	go func() { rm.done <- m.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
@@ -199,6 +201,9 @@ func (m *runningMocker) wait(t *testing.T) {
 	if m.Produced() != m.n {
 		t.Fatalf("mocker ended with %d flows acknowledged, want %d", m.Produced(), m.n)
 	}
+	// Sarama retries within the idempotent session itself; a delivery it
+	// gives up on is re-sent by the mocker as a new record.
+	t.Logf("mocker: %d flows acknowledged; %v failed deliveries re-sent", m.n, flowtest.Metric(t, m.reg, "flowpipeline_mocker_flows_resent_total"))
 }
 
 // waitProduced waits until the mocker has had n flows acknowledged.
