@@ -76,6 +76,7 @@ func TestClusterNodeKillEnricher(t *testing.T) {
 	ins := startInserter(t, c, "flows-enriched", dsn)
 	enr := startEnricher(t, c, "flows", "flows-enriched")
 	m := startMocker(t, c, "flows", seed, n, 2000)
+	begin := time.Now()
 
 	// A fifth of the stream is acknowledged and flows reach PostgreSQL:
 	// the enricher commits transactions.
@@ -91,14 +92,23 @@ func TestClusterNodeKillEnricher(t *testing.T) {
 	// Once the enricher's committed input offsets reach the end of flows,
 	// its output is final.
 	waitGroupOffsets(t, c, enr.cfg.Group, "flows", n, 3*time.Minute)
+	streamed := time.Since(begin)
 	flowtest.WaitRows(t, dsn, n, 3*time.Minute)
 	waitNoMoreRows(t, dsn, n)
 	checkExactlyOnce(t, dsn, seed, n, true)
 	ins.stop(t)
 	enr.stop(t)
-	t.Logf("enricher: %v transactions committed, %v aborted; restarted %d times after Run gave up: %v",
-		enr.metric(t, "flowpipeline_enricher_transactions_total", "result", "committed"),
-		enr.metric(t, "flowpipeline_enricher_transactions_total", "result", "aborted"), len(enr.failures()), enr.failures())
+	committed := enr.metric(t, "flowpipeline_enricher_transactions_total", "result", "committed")
+	t.Logf("enricher: %v transactions committed in %s, %v aborted; restarted %d times after Run gave up: %v",
+		committed, streamed.Round(time.Millisecond), enr.metric(t, "flowpipeline_enricher_transactions_total", "result", "aborted"),
+		len(enr.failures()), enr.failures())
+	// Transactions end every 200 ms while flows arrive; one per 2 s leaves
+	// room for a loaded machine and the failover. When each commit waited
+	// for franz-go's 5 s metadata refresh, it was one every 4 to 5 s.
+	if want := streamed.Seconds() / 2; committed < want {
+		t.Errorf("%v transactions committed in %s, want at least %.0f (one per 2 s) at -kafka.transaction.interval %s",
+			committed, streamed.Round(time.Millisecond), want, enr.cfg.TransactionInterval)
+	}
 }
 
 func createClusterTopics(t *testing.T, c *testenv.KafkaCluster, topics ...string) {
