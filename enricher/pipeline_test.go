@@ -34,32 +34,7 @@ func testLogger() *slog.Logger {
 // metric sums the series of name whose labels include labels (pairs).
 func metric(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == labels[i] && lp.GetValue() != labels[i+1] {
-						continue series
-					}
-				}
-			}
-			if m.Counter != nil {
-				sum += m.Counter.GetValue()
-			} else if m.Gauge != nil {
-				sum += m.Gauge.GetValue()
-			}
-		}
-	}
-	return sum
+	return flowtest.Metric(t, reg, name, labels...)
 }
 
 // drain reads topic read_committed from the start until want records came

@@ -89,35 +89,7 @@ func (r *running) waitStored(t *testing.T, want uint64, timeout time.Duration) {
 // must match) in reg.
 func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) int64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == labels[i] && lp.GetValue() != labels[i+1] {
-						continue series
-					}
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				sum += m.Counter.GetValue()
-			case m.Gauge != nil:
-				sum += m.Gauge.GetValue()
-			case m.Histogram != nil:
-				sum += float64(m.Histogram.GetSampleCount())
-			}
-		}
-	}
-	return int64(sum)
+	return int64(flowtest.Metric(t, reg, name, labels...))
 }
 
 func TestEndToEndFakeKafka(t *testing.T) {

@@ -28,7 +28,8 @@ type TransactSettings struct {
 // stable fetch offsets (KIP-447: a new owner of a partition waits for the
 // previous owner's open transaction), no auto-commit (offsets commit only
 // inside transactions), and output records partitioned by the number the
-// caller stores in Record.Partition, modulo the output's partition count.
+// caller stores in Record.Partition, modulo the output's partition count,
+// and metadata refreshed soon after an error (see MetadataMinAge below).
 func TransactOptions(s TransactSettings) []kgo.Opt {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(slices.Clone(s.Brokers)...),
@@ -43,6 +44,13 @@ func TransactOptions(s TransactSettings) []kgo.Opt {
 		})),
 		kgo.ProducerLinger(5 * time.Millisecond),
 		kgo.ProducerBatchMaxBytes(1 << 20),
+		// On a cluster, the first records of a transaction often reach a
+		// leader while the previous commit's markers are still being
+		// written elsewhere: CONCURRENT_TRANSACTIONS, and franz-go retries
+		// them after a metadata refresh, at most one per MetadataMinAge
+		// (5 s by default). Every commit then took ~5 s on a 3-node Kafka
+		// 4 cluster (TestClusterNodeKillEnricher) instead of ~0.2 s.
+		kgo.MetadataMinAge(250 * time.Millisecond),
 	}
 	if s.ClientID != "" {
 		opts = append(opts, kgo.ClientID(s.ClientID))

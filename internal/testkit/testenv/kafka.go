@@ -59,9 +59,30 @@ type Kafka struct {
 	libs    string
 	dir     string // server.properties, log4j2.properties, data/, broker.log
 	port    int    // PLAINTEXT listener; kept across restarts
+	node    kafkaNode
 
 	mu sync.Mutex
 	p  *proc.Proc
+}
+
+// kafkaNode is what differs between a single broker and a node of a
+// KafkaCluster.
+type kafkaNode struct {
+	id             int32    // node.id
+	controllerPort int      // CONTROLLER listener; kept across restarts
+	quorum         string   // the controller.quorum.* line of server.properties
+	replication    int      // of the internal topics, and the default for new ones
+	minISR         int      // min.insync.replicas of the internal topics and default
+	brokers        int      // how many brokers metadata must list before the node is ready
+	heap           []string // -Xmx, -Xms
+	startTimeout   time.Duration
+}
+
+// singleNode is a standalone broker: it is its own controller quorum.
+func singleNode(controllerPort int) kafkaNode {
+	return kafkaNode{id: 1, controllerPort: controllerPort,
+		quorum:      fmt.Sprintf("controller.quorum.bootstrap.servers=127.0.0.1:%d", controllerPort),
+		replication: 1, minISR: 1, brokers: 1, heap: []string{"-Xmx512m", "-Xms128m"}, startTimeout: kafkaStartTimeout}
 }
 
 var sharedKafka = &shared[*Kafka]{what: "real Kafka", start: startKafka}
@@ -106,13 +127,24 @@ func (k *Kafka) Brokers() []string {
 
 // Start restarts a stopped broker on the same ports and data and waits until
 // it answers.
+// A node of a KafkaCluster is ready once it is registered again (metadata
+// lists every node) and every partition has a leader that serves it.
 func (k *Kafka) Start() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.p.Running() {
-		return errors.New("testenv: Kafka is already running")
+	if err := k.launch(); err != nil {
+		return err
 	}
-	args := append(k.jvmArgs("-Xmx512m", "-Xms128m"), "kafka.Kafka", filepath.Join(k.dir, "server.properties"))
+	return k.awaitReady(k.node.startTimeout)
+}
+
+// launch starts the JVM without waiting for it (k.mu held): the nodes of a
+// cluster must all run before any can elect a controller.
+func (k *Kafka) launch() error {
+	if k.p.Running() {
+		return fmt.Errorf("testenv: Kafka node %d is already running", k.node.id)
+	}
+	args := append(k.jvmArgs(k.node.heap...), "kafka.Kafka", filepath.Join(k.dir, "server.properties"))
 	cmd := exec.Command(k.java, args...)
 	cmd.Dir = k.dir
 	p, err := proc.Start(cmd, filepath.Join(k.dir, "broker.log"), nil)
@@ -120,15 +152,20 @@ func (k *Kafka) Start() error {
 		return err
 	}
 	k.p = p
-	ctx, cancel := context.WithTimeout(context.Background(), kafkaStartTimeout)
+	return nil
+}
+
+// awaitReady waits until the launched node serves every partition (k.mu
+// held); on timeout it kills the node.
+func (k *Kafka) awaitReady(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	// Ready: metadata with a leader for every partition, each served.
-	err = p.AwaitReady(ctx, 200*time.Millisecond, func(context.Context) error {
-		_, err := kafkaReady(k.Brokers()[0], k.SaramaVersion())
+	err := k.p.AwaitReady(ctx, 200*time.Millisecond, func(context.Context) error {
+		_, err := kafkaReady(k.Brokers()[0], k.SaramaVersion(), k.node.brokers)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("Kafka broker did not start (timeout %s): %w\n%s", kafkaStartTimeout, err, p.LogTail(60))
+		return fmt.Errorf("Kafka node %d on %s did not start (timeout %s): %w\n%s", k.node.id, k.Brokers()[0], timeout, err, k.p.LogTail(60))
 	}
 	return nil
 }
@@ -159,24 +196,66 @@ func (k *Kafka) Kill() error {
 // partition has a leader, so producing right after does not fail.
 func (k *Kafka) CreateTopic(t testing.TB, name string, partitions int32) {
 	t.Helper()
-	cfg := kafka.NewConfig("flowpipeline-testenv", k.SaramaVersion())
-	admin, err := sarama.NewClusterAdmin(k.Brokers(), cfg)
+	createTopic(t, k.Name(), k.Brokers(), k.SaramaVersion(), name, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: 1})
+}
+
+// createTopic creates a topic and waits until every partition has a leader
+// that serves it and all its replicas in sync, so producing right after
+// with acks=all does not fail.
+func createTopic(t testing.TB, what string, brokers []string, v sarama.KafkaVersion, name string, detail *sarama.TopicDetail) {
+	t.Helper()
+	cfg := kafka.NewConfig("flowpipeline-testenv", v)
+	admin, err := sarama.NewClusterAdmin(brokers, cfg)
 	if err != nil {
-		t.Fatalf("create topic %q: connect to %s: %v", name, k.Name(), err)
+		t.Fatalf("create topic %q: connect to %s: %v", name, what, err)
 	}
 	defer admin.Close()
-	if err := admin.CreateTopic(name, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: 1}, false); err != nil {
-		t.Fatalf("create topic %q with %d partitions: %v", name, partitions, err)
+	if err := admin.CreateTopic(name, detail, false); err != nil {
+		t.Fatalf("create topic %q with %d partitions, replication %d: %v", name, detail.NumPartitions, detail.ReplicationFactor, err)
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		counts, err := kafkaReady(k.Brokers()[0], cfg.Version, name)
-		if err == nil && counts[name] == int(partitions) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("topic %q created but not ready after 30s: %d of %d partitions seen, last error: %v", name, counts[name], partitions, err)
-		}
+	const timeout = 30 * time.Second
+	err = poll(timeout, func() error {
+		return anyBroker(brokers, func(addr string) error {
+			st, err := kafkaReady(addr, v, 0, name)
+			if err != nil {
+				return err
+			}
+			if n := len(st.partitions[name]); n != int(detail.NumPartitions) {
+				return fmt.Errorf("%d of %d partitions seen", n, detail.NumPartitions)
+			}
+			return st.inSync(name)
+		})
+	})
+	if err != nil {
+		t.Fatalf("topic %q created but not ready after %s: %v", name, timeout, err)
 	}
+}
+
+// poll calls f every 100 ms until it succeeds, or returns its last error
+// after timeout.
+func poll(timeout time.Duration, f func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// anyBroker calls f with each address in turn until one succeeds: a
+// cluster may have a node down.
+func anyBroker(addrs []string, f func(addr string) error) error {
+	var errs []error
+	for _, a := range addrs {
+		err := f(a)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", a, err))
+	}
+	return errors.Join(errs...)
 }
 
 // jvmArgs are the java options before the main class. The C1-only JIT and
@@ -203,13 +282,34 @@ func (k *Kafka) close() {
 	os.RemoveAll(k.dir)
 }
 
-// kafkaReady reports whether the broker serves every partition of topics
-// (none: all, the internal ones included, which consumer groups need) and
-// returns their partition counts. After a restart the broker answers before
-// it leads its partitions again: metadata first shows no leader, then a
-// leader whose replica manager still answers NOT_LEADER_OR_FOLLOWER, so
-// producing right then fails. A ListOffsets per partition catches both.
-func kafkaReady(addr string, v sarama.KafkaVersion, topics ...string) (map[string]int, error) {
+// kafkaState is what a broker's metadata says about the cluster.
+type kafkaState struct {
+	brokers    map[int32]string // registered (unfenced) nodes by node.id
+	partitions map[string][]*sarama.PartitionMetadata
+}
+
+// inSync fails unless every partition of topics has all its replicas in
+// sync: a restarted node has caught up, and acks=all has every replica.
+func (s *kafkaState) inSync(topics ...string) error {
+	for _, topic := range topics {
+		for _, p := range s.partitions[topic] {
+			if len(p.Isr) != len(p.Replicas) {
+				return fmt.Errorf("topic %s partition %d: in-sync replicas %v of %v", topic, p.ID, p.Isr, p.Replicas)
+			}
+		}
+	}
+	return nil
+}
+
+// kafkaReady reports whether the broker at addr sees nodes brokers
+// registered (0: any) and every partition of topics (none: all, the
+// internal ones included, which consumer groups and transactions need)
+// served, and returns the metadata. After a restart the broker answers
+// before it leads its partitions again: metadata first shows no leader,
+// then a leader whose replica manager still answers NOT_LEADER_OR_FOLLOWER,
+// so producing right then fails. A ListOffsets per partition, sent to its
+// leader, catches both.
+func kafkaReady(addr string, v sarama.KafkaVersion, nodes int, topics ...string) (*kafkaState, error) {
 	cfg := kafka.NewConfig("flowpipeline-testenv", v, kafka.DialTimeout(time.Second))
 	cfg.Net.ReadTimeout = 2 * time.Second
 	b := sarama.NewBroker(addr)
@@ -221,10 +321,16 @@ func kafkaReady(addr string, v sarama.KafkaVersion, topics ...string) (map[strin
 	if err != nil {
 		return nil, err
 	}
-	if len(resp.Brokers) == 0 {
-		return nil, errors.New("metadata lists no brokers")
+	st := &kafkaState{brokers: map[int32]string{}, partitions: map[string][]*sarama.PartitionMetadata{}}
+	for _, br := range resp.Brokers {
+		st.brokers[br.ID()] = br.Addr()
 	}
-	counts := map[string]int{}
+	if len(st.brokers) == 0 || len(st.brokers) < nodes {
+		// A node killed and restarted registers again only once the
+		// controller has expired its old session (broker.session.timeout.ms).
+		return nil, fmt.Errorf("metadata lists %d of %d nodes", len(st.brokers), max(nodes, 1))
+	}
+	reqs := map[int32]*sarama.OffsetRequest{} // by leader
 	for _, tm := range resp.Topics {
 		if tm.Err != sarama.ErrNoError {
 			return nil, fmt.Errorf("topic %s: %w", tm.Name, tm.Err)
@@ -233,35 +339,42 @@ func kafkaReady(addr string, v sarama.KafkaVersion, topics ...string) (map[strin
 			if pm.Err != sarama.ErrNoError || pm.Leader < 0 {
 				return nil, fmt.Errorf("topic %s partition %d has no leader yet (%v)", tm.Name, pm.ID, pm.Err)
 			}
+			if reqs[pm.Leader] == nil {
+				reqs[pm.Leader] = sarama.NewOffsetRequest(v)
+			}
+			reqs[pm.Leader].AddBlock(tm.Name, pm.ID, sarama.OffsetNewest, 1)
 		}
-		counts[tm.Name] = len(tm.Partitions)
+		st.partitions[tm.Name] = tm.Partitions
 	}
-	if len(counts) == 0 {
-		return counts, nil
-	}
-	req := sarama.NewOffsetRequest(v)
-	for _, tm := range resp.Topics {
-		for _, pm := range tm.Partitions {
-			req.AddBlock(tm.Name, pm.ID, sarama.OffsetNewest, 1)
+	for leader, req := range reqs {
+		lb := b
+		if a, ok := st.brokers[leader]; !ok {
+			return nil, fmt.Errorf("partition leader %d is not a registered node", leader)
+		} else if a != addr {
+			lb = sarama.NewBroker(a)
+			if err := lb.Open(cfg); err != nil {
+				return nil, err
+			}
+			defer lb.Close()
 		}
-	}
-	offsets, err := b.GetAvailableOffsets(req)
-	if err != nil {
-		return nil, err
-	}
-	for topic, blocks := range offsets.Blocks {
-		for id, block := range blocks {
-			if block.Err != sarama.ErrNoError {
-				return nil, fmt.Errorf("topic %s partition %d not served yet: %w", topic, id, block.Err)
+		offsets, err := lb.GetAvailableOffsets(req)
+		if err != nil {
+			return nil, fmt.Errorf("node %d: %w", leader, err)
+		}
+		for topic, blocks := range offsets.Blocks {
+			for id, block := range blocks {
+				if block.Err != sarama.ErrNoError {
+					return nil, fmt.Errorf("topic %s partition %d not served yet by node %d: %w", topic, id, leader, block.Err)
+				}
 			}
 		}
 	}
-	return counts, nil
+	return st, nil
 }
 
-// startKafka checks the prerequisites, writes the configuration, formats the
-// storage and starts the broker. Missing java or jars are errUnavailable.
-func startKafka() (*Kafka, error) {
+// kafkaJars checks the prerequisites of a real broker: java and the jars.
+// Missing ones are errUnavailable. The returned Kafka has no directory yet.
+func kafkaJars() (*Kafka, error) {
 	java, err := findJava()
 	if err != nil {
 		return nil, err
@@ -279,18 +392,34 @@ func startKafka() (*Kafka, error) {
 		return nil, unavailablef("no Kafka jars in %s (found %d kafka_2.13-*.jar); run `make kafka-libs`", libs, len(jars))
 	}
 	version := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(jars[0]), "kafka_2.13-"), ".jar")
+	return &Kafka{version: version, java: java, libs: libs}, nil
+}
 
-	dir, err := serviceDir("kafka")
+// startKafka checks the prerequisites, writes the configuration, formats the
+// storage and starts the broker. Missing java or jars are errUnavailable.
+func startKafka() (*Kafka, error) {
+	k, err := kafkaJars()
 	if err != nil {
 		return nil, err
 	}
-	k := &Kafka{version: version, java: java, libs: libs, dir: dir}
-	if err := k.setup(); err != nil {
-		os.RemoveAll(dir)
+	if k.port, err = proc.FreePort(); err != nil {
+		return nil, err
+	}
+	controllerPort, err := proc.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	k.node = singleNode(controllerPort)
+	if k.dir, err = serviceDir("kafka"); err != nil {
+		return nil, err
+	}
+	// Same as `kafka-storage.sh format --standalone`: a quorum of itself.
+	if err := k.setup(clusterID(), "--standalone"); err != nil {
+		os.RemoveAll(k.dir)
 		return nil, err
 	}
 	if err := k.Start(); err != nil {
-		os.RemoveAll(dir)
+		os.RemoveAll(k.dir)
 		return nil, err
 	}
 	return k, nil
@@ -314,48 +443,46 @@ func isExecutable(path string) bool {
 	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
 }
 
-// setup picks the ports, writes the configuration and formats the storage
-// (KRaft refuses to start on an unformatted log dir).
-func (k *Kafka) setup() error {
-	var err error
-	if k.port, err = proc.FreePort(); err != nil {
-		return err
-	}
-	controllerPort, err := proc.FreePort()
-	if err != nil {
-		return err
-	}
-	props := fmt.Sprintf(`# Written by internal/testkit/testenv: a private single-node test broker.
+// setup writes the configuration of k.node and formats the storage (KRaft
+// refuses to start on an unformatted log dir) as part of cluster id, with
+// formatArgs such as --standalone.
+func (k *Kafka) setup(id string, formatArgs ...string) error {
+	n := k.node
+	props := fmt.Sprintf(`# Written by internal/testkit/testenv: a private test broker.
 process.roles=broker,controller
-node.id=1
+node.id=%[4]d
 listeners=PLAINTEXT://127.0.0.1:%[1]d,CONTROLLER://127.0.0.1:%[2]d
 advertised.listeners=PLAINTEXT://127.0.0.1:%[1]d
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-controller.quorum.bootstrap.servers=127.0.0.1:%[2]d
+%[5]s
 log.dirs=%[3]s
 num.partitions=1
 auto.create.topics.enable=true
-offsets.topic.replication.factor=1
+default.replication.factor=%[6]d
+min.insync.replicas=%[7]d
+offsets.topic.replication.factor=%[6]d
 # 5 partitions instead of 50 for the internal topics: clients cannot tell,
 # and the first group join and each restart have less to create and load.
 offsets.topic.num.partitions=5
 transaction.state.log.num.partitions=5
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=%[6]d
+transaction.state.log.min.isr=%[7]d
+share.coordinator.state.topic.replication.factor=%[6]d
+share.coordinator.state.topic.min.isr=%[7]d
 # Consumer groups form at once instead of waiting 3 s for more members.
 group.initial.rebalance.delay.ms=0
 # After a SIGKILL the restarted broker cannot re-register until its old
-# session expires (DuplicateBrokerRegistrationException): 4 s, not 9 s.
+# session expires (DuplicateBrokerRegistrationException), and in a cluster
+# the dead node's partitions get new leaders only then: 4 s, not 9 s.
 broker.session.timeout.ms=4000
 broker.heartbeat.interval.ms=500
 # Fewer threads than the defaults: this machine has 2 cores.
 num.network.threads=2
 num.io.threads=2
-`, k.port, controllerPort, filepath.Join(k.dir, "data"))
+background.threads=2
+`, k.port, n.controllerPort, filepath.Join(k.dir, "data"), n.id, n.quorum, n.replication, n.minISR)
 	// Broker logs go to stdout, i.e. broker.log; a failed start shows its tail.
 	log4j := `rootLogger.level = INFO
 rootLogger.appenderRef.stdout.ref = STDOUT
@@ -370,10 +497,9 @@ appender.stdout.layout.pattern = [%d] %p %m (%c)%n
 	if err := os.WriteFile(filepath.Join(k.dir, "log4j2.properties"), []byte(log4j), 0o644); err != nil {
 		return err
 	}
-	// Same as `kafka-storage.sh format --standalone -t <id> -c server.properties`.
-	args := append(k.jvmArgs("-Xmx256m"), "kafka.tools.StorageTool", "format", "--standalone",
-		"-t", clusterID(), "-c", filepath.Join(k.dir, "server.properties"))
-	cmd := exec.Command(k.java, args...)
+	// Same as `kafka-storage.sh format -t <id> -c server.properties [formatArgs]`.
+	args := append(k.jvmArgs("-Xmx256m"), "kafka.tools.StorageTool", "format", "-t", id, "-c", filepath.Join(k.dir, "server.properties"))
+	cmd := exec.Command(k.java, append(args, formatArgs...)...)
 	cmd.Dir = k.dir
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("format Kafka storage (%s): %w\n%s", strings.Join(cmd.Args, " "), err, out)

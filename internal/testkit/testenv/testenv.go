@@ -1,7 +1,8 @@
 // Package testenv starts the services flow-pipeline's tests run against:
 // an in-process fake Kafka (kfake), a real Apache Kafka 4 broker (a JVM
-// started from the jars `make kafka-libs` fetches) and a throwaway
-// PostgreSQL server. Nothing here needs Docker.
+// started from the jars `make kafka-libs` fetches) or a cluster of them
+// (StartKafkaCluster), and a throwaway PostgreSQL server. Nothing here
+// needs Docker.
 //
 // A missing service (no java, no jars, no PostgreSQL binaries) skips the
 // test loudly, or fails it when FLOWPIPELINE_REQUIRE_SERVICES=1 (set by CI),

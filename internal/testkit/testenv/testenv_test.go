@@ -321,3 +321,53 @@ func TestSharedPostgres(t *testing.T) {
 		t.Fatalf("current_database() = %q, %v; want %q", db, err, name)
 	}
 }
+
+// TestKafkaCluster: a 3-node cluster serves a replicated topic and a
+// consumer group before, during and after the SIGKILL of the node that
+// leads the most partitions, and the restarted node catches up.
+func TestKafkaCluster(t *testing.T) {
+	c := testenv.StartKafkaCluster(t, 3)
+	if got := len(c.Brokers()); got != 3 {
+		t.Fatalf("Brokers() = %d addresses, want 3", got)
+	}
+	minISR := "2"
+	c.CreateTopic(t, "flows", 6, 3, map[string]*string{"min.insync.replicas": &minISR})
+	v := c.SaramaVersion()
+	exchange(t, c.Brokers(), v, "flows", "inserter", "before-kill", 300)
+
+	perNode := map[int32]int{}
+	for _, leader := range c.Leaders(t, "flows") {
+		perNode[leader]++
+	}
+	if len(perNode) < 2 {
+		t.Errorf("leaders by node %v: want the 6 partitions spread over the nodes", perNode)
+	}
+	victim := int32(1)
+	for id, n := range perNode {
+		if n > perNode[victim] {
+			victim = id
+		}
+	}
+	node := c.NodeByID(victim)
+	begin := time.Now()
+	if err := node.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFenced(t, victim, 30*time.Second)
+	t.Logf("node %d (leader of %d partitions) killed, fenced after %s", victim, perNode[victim], time.Since(begin).Round(time.Millisecond))
+	for p, leader := range c.Leaders(t, "flows") {
+		if leader == victim {
+			t.Errorf("partition %d still led by the killed node %d", p, victim)
+		}
+	}
+	// acks=all with 2 of 3 replicas in sync, and the group's offsets kept.
+	exchange(t, c.Brokers(), v, "flows", "inserter", "node-down", 300)
+
+	begin = time.Now()
+	if err := node.Start(); err != nil {
+		t.Fatalf("restart node %d: %v", victim, err)
+	}
+	c.WaitInSync(t, time.Minute)
+	t.Logf("node %d restarted and in sync on every partition after %s", victim, time.Since(begin).Round(time.Millisecond))
+	exchange(t, c.Brokers(), v, "flows", "inserter", "after-restart", 300)
+}
