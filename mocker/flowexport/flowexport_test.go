@@ -8,80 +8,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/netsampler/goflow2/v2/decoders/netflow"
-	"github.com/netsampler/goflow2/v2/decoders/sflow"
 	flowpb "github.com/netsampler/goflow2/v2/pb"
-	"github.com/netsampler/goflow2/v2/producer"
-	protoproducer "github.com/netsampler/goflow2/v2/producer/proto"
-	"google.golang.org/protobuf/proto"
+
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/goflow2test"
 
 	"github.com/spendletonliveaction/flow-pipeline/mocker"
 	"github.com/spendletonliveaction/flow-pipeline/mocker/flowexport"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
-
-// collector decodes datagrams as goflow2 v2.2.6 does: its decoders, one
-// template system per source address and port, and its protobuf producer
-// with its per-source sampling-rate system.
-type collector struct {
-	t         *testing.T
-	producer  producer.ProducerInterface
-	templates map[netip.AddrPort]netflow.NetFlowTemplateSystem
-}
-
-func newCollector(t *testing.T) *collector {
-	cfg, err := (*protoproducer.ProducerConfig)(nil).Compile() // goflow2's default, no -mapping
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := protoproducer.CreateProtoProducer(cfg, protoproducer.CreateSamplingSystem)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &collector{t: t, producer: p, templates: map[netip.AddrPort]netflow.NetFlowTemplateSystem{}}
-}
-
-// receive decodes one datagram from src received at tr, returning its flows.
-func (c *collector) receive(datagram []byte, src netip.AddrPort, tr time.Time) ([]*flowpb.FlowMessage, error) {
-	c.t.Helper()
-	args := &producer.ProduceArgs{Src: src, Dst: netip.MustParseAddrPort("127.0.0.1:2055"),
-		TimeReceived: tr, SamplerAddress: src.Addr()}
-	var msg any
-	if binary.BigEndian.Uint32(datagram) == 5 {
-		var p sflow.Packet
-		if err := sflow.DecodeMessageVersion(bytes.NewBuffer(datagram), &p); err != nil {
-			return nil, err
-		}
-		msg = &p
-	} else {
-		ts, ok := c.templates[src]
-		if !ok {
-			ts = netflow.CreateTemplateSystem()
-			c.templates[src] = ts
-		}
-		var v9 netflow.NFv9Packet
-		var ipfix netflow.IPFIXPacket
-		if err := netflow.DecodeMessageVersion(bytes.NewBuffer(datagram), ts, &v9, &ipfix); err != nil {
-			return nil, err
-		}
-		if binary.BigEndian.Uint16(datagram) == 9 {
-			msg = &v9
-		} else {
-			msg = &ipfix
-		}
-	}
-	set, err := c.producer.Produce(msg, args)
-	if err != nil {
-		return nil, err
-	}
-	var out []*flowpb.FlowMessage
-	for _, m := range set {
-		pm := m.(*protoproducer.ProtoProducerMessage)
-		out = append(out, proto.Clone(&pm.FlowMessage).(*flowpb.FlowMessage))
-	}
-	c.producer.Commit(set)
-	return out, nil
-}
 
 // sent is one flow as the mocker generated it and what the encoder counted.
 type sent struct {
@@ -155,7 +89,7 @@ func TestDecodedByGoflow2(t *testing.T) {
 				}
 				const n = 3000
 				datagrams, flows := encode(t, enc, generator(t, plan), n, now)
-				c := newCollector(t)
+				c := goflow2test.NewCollector(t)
 				tr := now.Add(time.Millisecond)
 				total := 0
 				var v6 int
@@ -164,7 +98,7 @@ func TestDecodedByGoflow2(t *testing.T) {
 					if len(d) > flowexport.DefaultMaxDatagram {
 						t.Fatalf("datagram %d: %d bytes, over %d", i, len(d), flowexport.DefaultMaxDatagram)
 					}
-					got, err := c.receive(d, src, tr)
+					got, err := c.Receive(d, src, tr)
 					if err != nil {
 						t.Fatalf("datagram %d: goflow2 cannot decode it: %v", i, err)
 					}
@@ -342,7 +276,7 @@ func TestTemplatesResent(t *testing.T) {
 			}
 			gen := generator(t, mocker.AddressesDocumentation)
 			src := netip.MustParseAddrPort("127.0.0.5:5000")
-			c := newCollector(t)
+			c := goflow2test.NewCollector(t)
 			// Datagrams at start, +30 s, +60 s (templates due), +90 s.
 			var decoded []int
 			for i, at := range []time.Duration{0, 30 * time.Second, time.Minute, 90 * time.Second} {
@@ -354,7 +288,7 @@ func TestTemplatesResent(t *testing.T) {
 				if i == 0 {
 					continue // the collector missed it
 				}
-				got, err := c.receive(ds[0], src, now)
+				got, err := c.Receive(ds[0], src, now)
 				if err != nil {
 					decoded = append(decoded, -1)
 					continue
@@ -393,8 +327,8 @@ func TestTemplatesDatagram(t *testing.T) {
 				return
 			}
 			src := netip.MustParseAddrPort("127.0.0.9:7000")
-			c := newCollector(t)
-			got, err := c.receive(tmpl, src, now)
+			c := goflow2test.NewCollector(t)
+			got, err := c.Receive(tmpl, src, now)
 			if err != nil || len(got) != 0 {
 				t.Fatalf("templates datagram: %d flows, %v; want 0, nil", len(got), err)
 			}
@@ -403,7 +337,7 @@ func TestTemplatesDatagram(t *testing.T) {
 			for _, d := range ds {
 				// Only the first datagram after Templates would carry them again
 				// if they were due; they are not (TemplateInterval is 10 s).
-				got, err := c.receive(d, src, now)
+				got, err := c.Receive(d, src, now)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -419,7 +353,7 @@ func TestTemplatesDatagram(t *testing.T) {
 			}
 			// A fresh collector cannot decode them: the templates were only in
 			// the first datagram.
-			if _, err := newCollector(t).receive(ds[0], src, now); err == nil {
+			if _, err := goflow2test.NewCollector(t).Receive(ds[0], src, now); err == nil {
 				t.Fatal("a data datagram carried templates again before TemplateInterval")
 			}
 		})
