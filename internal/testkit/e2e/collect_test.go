@@ -79,36 +79,8 @@ func TestRouterCapturesThroughGoflow2IntoPostgres(t *testing.T) {
 		t.Fatalf("netflow-nfv5.pcap holds %d records, its provenance note says 29", want[pb.FlowMessage_NETFLOW_V5])
 	}
 
-	ports := map[string]int{"sflow": freeUDPPort(t), "netflow": freeUDPPort(t)}
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
-	cmd := exec.Command(binary,
-		"-listen", fmt.Sprintf("sflow://127.0.0.1:%d,netflow://127.0.0.1:%d", ports["sflow"], ports["netflow"]),
-		"-transport=kafka",
-		"-transport.kafka.brokers="+kafka.Brokers()[0],
-		"-transport.kafka.topic="+topic,
-		"-transport.kafka.flushfreq=100ms",
-		"-format=bin",
-		"-addr="+httpAddr,
-		"-templates.path=/__templates",
-	)
-	logPath := filepath.Join(t.TempDir(), "goflow2.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start goflow2: %v", err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-		if t.Failed() {
-			out, _ := os.ReadFile(logPath)
-			t.Logf("goflow2 log:\n%s", out)
-		}
-	})
-	waitHealthy(t, "http://"+httpAddr+"/__health")
+	g := startGoflow2(t, binary, kafka.Brokers()[0], topic)
+	ports, httpAddr := g.ports, g.httpAddr
 
 	// One socket per listener: goflow2 keys NetFlow templates by exporter
 	// address and port, as a router's would be.
@@ -241,7 +213,53 @@ func TestRouterCapturesThroughGoflow2IntoPostgres(t *testing.T) {
 	}
 }
 
-func httpBody(t *testing.T, url string) string {
+// goflow2Proc is a running goflow2 writing to a Kafka topic.
+type goflow2Proc struct {
+	ports    map[string]int // UDP port by listener: "sflow", "netflow"
+	httpAddr string         // /metrics and /__health
+	cmd      *exec.Cmd
+}
+
+// startGoflow2 runs goflow2 on 127.0.0.1 with an sFlow and a NetFlow/IPFIX
+// listener on free ports, writing -format=bin to topic, as the collect
+// stacks run it; it is stopped when the test ends (its log shown if the
+// test failed).
+func startGoflow2(t testing.TB, binary, broker, topic string) *goflow2Proc {
+	t.Helper()
+	g := &goflow2Proc{ports: map[string]int{"sflow": freeUDPPort(t), "netflow": freeUDPPort(t)},
+		httpAddr: fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))}
+	g.cmd = exec.Command(binary,
+		"-listen", fmt.Sprintf("sflow://127.0.0.1:%d,netflow://127.0.0.1:%d", g.ports["sflow"], g.ports["netflow"]),
+		"-transport=kafka",
+		"-transport.kafka.brokers="+broker,
+		"-transport.kafka.topic="+topic,
+		"-transport.kafka.flushfreq=100ms",
+		"-format=bin",
+		"-addr="+g.httpAddr,
+		"-templates.path=/__templates",
+	)
+	logPath := filepath.Join(t.TempDir(), "goflow2.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.cmd.Stdout, g.cmd.Stderr = logFile, logFile
+	if err := g.cmd.Start(); err != nil {
+		t.Fatalf("start goflow2: %v", err)
+	}
+	t.Cleanup(func() {
+		g.cmd.Process.Signal(os.Interrupt)
+		g.cmd.Wait()
+		if t.Failed() {
+			out, _ := os.ReadFile(logPath)
+			t.Logf("goflow2 log:\n%s", out)
+		}
+	})
+	waitHealthy(t, "http://"+g.httpAddr+"/__health")
+	return g
+}
+
+func httpBody(t testing.TB, url string) string {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -272,7 +290,7 @@ func dashboardMetrics(t *testing.T, prefix string) []string {
 	return names
 }
 
-func goflow2Binary(t *testing.T) string {
+func goflow2Binary(t testing.TB) string {
 	path := filepath.Join("..", "..", "..", ".cache", "bin", "goflow2-"+goflow2Version)
 	if p := os.Getenv("FLOWPIPELINE_GOFLOW2"); p != "" {
 		path = p
@@ -471,7 +489,7 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return 0
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
@@ -483,7 +501,7 @@ func sum(m map[pb.FlowMessage_FlowType]int) int {
 	return n
 }
 
-func waitHealthy(t *testing.T, url string) {
+func waitHealthy(t testing.TB, url string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
@@ -499,7 +517,7 @@ func waitHealthy(t *testing.T, url string) {
 	t.Fatalf("goflow2 not healthy at %s after 20s", url)
 }
 
-func freeUDPPort(t *testing.T) int {
+func freeUDPPort(t testing.TB) int {
 	t.Helper()
 	c, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -509,7 +527,7 @@ func freeUDPPort(t *testing.T) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
-func freeTCPPort(t *testing.T) int {
+func freeTCPPort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
