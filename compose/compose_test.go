@@ -49,8 +49,9 @@ func repoRoot(t testing.TB) string {
 
 // load reads a compose file the way `docker compose -f FILE` run from this
 // folder does: with compose/.env, and without the caller's environment so
-// the result does not depend on the shell the test runs in.
-func load(t testing.TB, file string) *types.Project {
+// the result does not depend on the shell the test runs in. Services of
+// the profiles named are enabled, as with `docker compose --profile`.
+func load(t testing.TB, file string, profiles ...string) *types.Project {
 	t.Helper()
 	dir, err := filepath.Abs(".")
 	if err != nil {
@@ -60,6 +61,7 @@ func load(t testing.TB, file string) *types.Project {
 		cli.WithWorkingDirectory(dir),
 		cli.WithEnvFiles(filepath.Join(dir, ".env")),
 		cli.WithDotEnv,
+		cli.WithProfiles(profiles),
 	)
 	if err != nil {
 		t.Fatalf("%s: compose options: %v", file, err)
