@@ -79,7 +79,7 @@ func TestRouterCapturesThroughGoflow2IntoPostgres(t *testing.T) {
 		t.Fatalf("netflow-nfv5.pcap holds %d records, its provenance note says 29", want[pb.FlowMessage_NETFLOW_V5])
 	}
 
-	g := startGoflow2(t, binary, kafka.Brokers()[0], topic)
+	g := startGoflow2(t, binary, kafka.Brokers()[0], topic, goflow2FastFlush)
 	ports, httpAddr := g.ports, g.httpAddr
 
 	// One socket per listener: goflow2 keys NetFlow templates by exporter
@@ -222,22 +222,21 @@ type goflow2Proc struct {
 
 // startGoflow2 runs goflow2 on 127.0.0.1 with an sFlow and a NetFlow/IPFIX
 // listener on free ports, writing -format=bin to topic, as the collect
-// stacks run it; it is stopped when the test ends (its log shown if the
-// test failed).
-func startGoflow2(t testing.TB, binary, broker, topic string) *goflow2Proc {
+// stacks run it, plus flags; it is stopped when the test ends (its log
+// shown if the test failed).
+func startGoflow2(t testing.TB, binary, broker, topic string, flags ...string) *goflow2Proc {
 	t.Helper()
 	g := &goflow2Proc{ports: map[string]int{"sflow": freeUDPPort(t), "netflow": freeUDPPort(t)},
 		httpAddr: fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))}
-	g.cmd = exec.Command(binary,
+	g.cmd = exec.Command(binary, append([]string{
 		"-listen", fmt.Sprintf("sflow://127.0.0.1:%d,netflow://127.0.0.1:%d", g.ports["sflow"], g.ports["netflow"]),
 		"-transport=kafka",
-		"-transport.kafka.brokers="+broker,
-		"-transport.kafka.topic="+topic,
-		"-transport.kafka.flushfreq=100ms",
+		"-transport.kafka.brokers=" + broker,
+		"-transport.kafka.topic=" + topic,
 		"-format=bin",
-		"-addr="+g.httpAddr,
+		"-addr=" + g.httpAddr,
 		"-templates.path=/__templates",
-	)
+	}, flags...)...)
 	logPath := filepath.Join(t.TempDir(), "goflow2.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -258,6 +257,10 @@ func startGoflow2(t testing.TB, binary, broker, topic string) *goflow2Proc {
 	waitHealthy(t, "http://"+g.httpAddr+"/__health")
 	return g
 }
+
+// goflow2FastFlush has goflow2 hand its Kafka batches over every 100 ms
+// rather than its default 5 s, so the tests do not wait.
+const goflow2FastFlush = "-transport.kafka.flushfreq=100ms"
 
 func httpBody(t testing.TB, url string) string {
 	t.Helper()
