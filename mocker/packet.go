@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spendletonliveaction/flow-pipeline/mocker/flowexport"
@@ -77,6 +78,10 @@ func (m *Mocker) dialExporters(raddr *net.UDPAddr, n int) ([]*net.UDPConn, error
 		return nil, err
 	}
 	var bindErr error
+	if !raddr.IP.IsLoopback() || raddr.IP.To4() == nil {
+		m.logger.Info("the collector is not on IPv4 loopback: all exporters send from the address the OS picks, told apart by source port and observation domain",
+			"collector", raddr.String())
+	}
 	for i := range n {
 		var conn *net.UDPConn
 		if src, ok := sourceAddress(i); ok && raddr.IP.IsLoopback() && raddr.IP.To4() != nil && bindErr == nil {
@@ -161,9 +166,12 @@ func (m *Mocker) runPackets(ctx context.Context) error {
 		"rate", cfg.Rate, "count", cfg.Count, "seed", cfg.Seed)
 
 	progressDone := make(chan struct{})
+	var progressWG sync.WaitGroup
 	if cfg.ProgressInterval > 0 {
-		go m.progress(progressDone)
+		progressWG.Add(1)
+		go func() { defer progressWG.Done(); m.progress(progressDone) }()
 	}
+	defer progressWG.Wait()
 	defer close(progressDone)
 
 	now := time.Now()

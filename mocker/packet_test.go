@@ -92,10 +92,10 @@ func (c *udpCollector) waitDatagrams(t *testing.T, n uint64) {
 	}
 }
 
-// generatedCounts tallies the first n flows of the demo plan's generator
-// by exporter, as NetFlow v9 or IPFIX carry them (the exporters file's
-// sampling rate), keyed by the generator's sampler address.
-func generatedCounts(seed int64, n int) map[string]*Counts {
+// generated tallies the first n flows of the demo plan's generator by
+// exporter (the generator's sampler address), with its flow type, scaling
+// each flow by rate(flow, the plan's rate of its exporter).
+func generated(seed int64, n int, rate func(f *pb.FlowMessage, planRate uint64) uint64) map[string]*ExporterSummary {
 	p, err := DemoPlan()
 	if err != nil {
 		panic(err)
@@ -105,15 +105,17 @@ func generatedCounts(seed int64, n int) map[string]*Counts {
 		rates[e.Addr] = e.SamplingRate
 	}
 	g := NewPlanGenerator(seed, p)
-	out := map[string]*Counts{}
+	out := map[string]*ExporterSummary{}
 	var f pb.FlowMessage
 	for range n {
 		g.Next(&f, time.Now())
 		a, _ := netip.AddrFromSlice(f.SamplerAddress)
-		if out[a.String()] == nil {
-			out[a.String()] = &Counts{}
+		e := out[a.String()]
+		if e == nil {
+			e = &ExporterSummary{Address: a.String(), Type: f.Type.String()}
+			out[a.String()] = e
 		}
-		out[a.String()].addFlow(f.Bytes, f.Packets, rates[a])
+		e.addFlow(f.Bytes, f.Packets, rate(&f, rates[a]))
 	}
 	return out
 }
@@ -181,7 +183,8 @@ func TestPacketOutputs(t *testing.T) {
 					s, m.Produced(), tc.output, col.conn.LocalAddr(), seed, n)
 			}
 			plan, _ := DemoPlan()
-			want := generatedCounts(seed, n)
+			// NetFlow v9 and IPFIX announce the exporters file's rate.
+			want := generated(seed, n, func(_ *pb.FlowMessage, planRate uint64) uint64 { return planRate })
 			if len(s.Exporters) != len(plan.Exporters) || len(col.got) != len(plan.Exporters) {
 				t.Fatalf("%d exporters in the summary, %d seen by the collector, want %d", len(s.Exporters), len(col.got), len(plan.Exporters))
 			}
@@ -247,19 +250,7 @@ func TestKafkaSummary(t *testing.T) {
 	}
 	s := m.Summary()
 	p, _ := DemoPlan()
-	g := NewPlanGenerator(seed, p)
-	want := map[string]*ExporterSummary{}
-	var f pb.FlowMessage
-	for range n {
-		g.Next(&f, time.Now())
-		a, _ := netip.AddrFromSlice(f.SamplerAddress)
-		e := want[a.String()]
-		if e == nil {
-			e = &ExporterSummary{Address: a.String(), Type: f.Type.String()}
-			want[a.String()] = e
-		}
-		e.addFlow(f.Bytes, f.Packets, f.SamplingRate)
-	}
+	want := generated(seed, n, func(f *pb.FlowMessage, _ uint64) uint64 { return f.SamplingRate })
 	if s.Output != OutputKafka || s.Collector != "" || s.Totals.Flows != n || s.Totals.Datagrams != 0 || len(s.Exporters) != len(want) {
 		t.Fatalf("summary %+v, want kafka, %d flows, %d exporters", s, n, len(want))
 	}

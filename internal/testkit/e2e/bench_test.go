@@ -277,4 +277,3 @@ func BenchmarkCollect(b *testing.B) {
 		fmt.Print(out.String())
 	}
 }
-

@@ -135,27 +135,7 @@ func TestRouterCapturesThroughGoflow2IntoPostgres(t *testing.T) {
 	}
 
 	reg := prometheus.NewRegistry()
-	ins, err := inserter.New(inserter.Config{
-		Brokers:      kafka.Brokers(),
-		Topic:        topic,
-		Group:        topic,
-		KafkaVersion: kafka.Version(),
-		PostgresDSN:  dsn,
-	}, testLogger(t), reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ins.Run(ctx) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for ins.Stored() < uint64(sum(want)) && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("inserter: %v", err)
-	}
+	storeTopic(t, kafka, topic, dsn, uint64(sum(want)), 0, reg)
 
 	conn, err := pgx.Connect(context.Background(), dsn)
 	if err != nil {
@@ -210,6 +190,29 @@ func TestRouterCapturesThroughGoflow2IntoPostgres(t *testing.T) {
 	}
 	if v4 != want[pb.FlowMessage_NETFLOW_V5] || mapped != 0 {
 		t.Errorf("NetFlow v5 rows: %d with IPv4 addresses (want %d), %d shown IPv4-mapped (want 0)", v4, want[pb.FlowMessage_NETFLOW_V5], mapped)
+	}
+}
+
+// storeTopic runs an inserter from topic into dsn until it has stored
+// want flows (a minute at most) and settle more has passed, so that
+// anything beyond want would be stored too, then stops it.
+func storeTopic(t testing.TB, kafka *testenv.Kafka, topic, dsn string, want uint64, settle time.Duration, reg prometheus.Registerer) {
+	t.Helper()
+	ins, err := inserter.New(inserter.Config{Brokers: kafka.Brokers(), Topic: topic, Group: topic,
+		KafkaVersion: kafka.Version(), PostgresDSN: dsn}, testLogger(t), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ins.Run(ctx) }()
+	for deadline := time.Now().Add(time.Minute); ins.Stored() < want && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(settle)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("inserter: %v", err)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/spendletonliveaction/flow-pipeline/inserter"
 	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 	"github.com/spendletonliveaction/flow-pipeline/mocker"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
@@ -174,22 +173,8 @@ func TestMockerThroughGoflow2IntoPostgres(t *testing.T) {
 		t.Fatalf("goflow2 received %v datagrams, the mocker sent %d", got, datagrams)
 	}
 
-	ins, err := inserter.New(inserter.Config{Brokers: kafka.Brokers(), Topic: topic, Group: topic,
-		KafkaVersion: kafka.Version(), PostgresDSN: dsn}, testLogger(t), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ins.Run(ctx) }()
-	for deadline := time.Now().Add(90 * time.Second); ins.Stored() < flows && time.Now().Before(deadline); {
-		time.Sleep(100 * time.Millisecond)
-	}
-	time.Sleep(time.Second) // anything beyond would be a duplicate: let it show
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("inserter: %v", err)
-	}
+	// Anything beyond the flows sent would be a duplicate: a second to show.
+	storeTopic(t, kafka, topic, dsn, flows, time.Second, prometheus.NewRegistry())
 
 	conn, err := pgx.Connect(context.Background(), dsn)
 	if err != nil {
