@@ -79,7 +79,7 @@ func TestRouterCapturesThroughGoflow2IntoPostgres(t *testing.T) {
 		t.Fatalf("netflow-nfv5.pcap holds %d records, its provenance note says 29", want[pb.FlowMessage_NETFLOW_V5])
 	}
 
-	g := startGoflow2(t, binary, kafka.Brokers()[0], topic, goflow2FastFlush)
+	g := startGoflow2(t, binary, kafka.Brokers()[0], topic, stackGoflow2Flags...)
 	ports, httpAddr := g.ports, g.httpAddr
 
 	// One socket per listener: goflow2 keys NetFlow templates by exporter
@@ -261,9 +261,10 @@ func startGoflow2(t testing.TB, binary, broker, topic string, flags ...string) *
 	return g
 }
 
-// goflow2FastFlush has goflow2 hand its Kafka batches over every 100 ms
-// rather than its default 5 s, so the tests do not wait.
-const goflow2FastFlush = "-transport.kafka.flushfreq=100ms"
+// stackGoflow2Flags are the flags the collect stacks give goflow2 beyond
+// its listeners, transport and format (compose/services.yml; the compose
+// tests pin them): its Kafka flush every 100 ms rather than its own 5 s.
+var stackGoflow2Flags = []string{"-transport.kafka.flushfreq=100ms"}
 
 func httpBody(t testing.TB, url string) string {
 	t.Helper()

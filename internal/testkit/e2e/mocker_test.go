@@ -131,7 +131,7 @@ func TestMockerThroughGoflow2IntoPostgres(t *testing.T) {
 	topic := testenv.UniqueName(t)
 	kafka.CreateTopic(t, topic, 2)
 	dsn := testenv.SharedPostgres(t).CreateDB(t, "mocker")
-	g := startGoflow2(t, binary, kafka.Brokers()[0], topic, goflow2FastFlush)
+	g := startGoflow2(t, binary, kafka.Brokers()[0], topic, stackGoflow2Flags...)
 
 	before := readUDPDrops(t, g.ports["sflow"], g.ports["netflow"])
 	const perOutput = 10_000
