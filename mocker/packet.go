@@ -43,6 +43,11 @@ const (
 	// earlySend is how far ahead of its due time the pacing lets a flow
 	// go, so that it sleeps once a millisecond rather than once a flow.
 	earlySend = time.Millisecond
+	// maxCatchUp is how far behind its schedule the sender may fall (when
+	// it was descheduled) and still catch up by sending faster; beyond, it
+	// restarts the schedule. Routers do not burst: a second of flows sent
+	// at once would overflow the collector's socket buffer.
+	maxCatchUp = 20 * time.Millisecond
 )
 
 // packetExporter is one simulated router: its socket, encoder and counts.
@@ -224,7 +229,7 @@ func (m *Mocker) sendPackets(ctx context.Context, gen *Generator, infos []export
 					return
 				}
 				now = time.Now()
-			} else if wait < -time.Second {
+			} else if wait < -maxCatchUp {
 				// Far behind: restart the schedule rather than burst.
 				start = now.Add(-time.Duration(float64(scheduled) / cfg.Rate * float64(time.Second)))
 			}
