@@ -30,7 +30,6 @@ const (
 	lowLatencyNote = "the stacks' goflow2 flags, inserter -flush.dur=100ms"
 )
 
-
 // benchRates are the steps of the search for the highest loss-free rate.
 var benchRates = []float64{5_000, 10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 100_000, 130_000, 160_000, 200_000}
 
