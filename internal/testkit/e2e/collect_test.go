@@ -52,14 +52,21 @@ var captures = []capture{
 	{"sflow-data-icmpv6.pcap", "sflow", pb.FlowMessage_SFLOW_5},
 }
 
-func TestRouterCapturesThroughGoflow2IntoPostgres(t *testing.T) {
-	binary := goflow2Binary(t)
-	kafka := testenv.SharedKafka(t)
+// collectEnv is what a collect-path test runs on: the goflow2 binary, the
+// shared Kafka 4 broker with a new two-partition topic, and a new
+// PostgreSQL database.
+func collectEnv(t *testing.T, db string) (binary string, kafka *testenv.Kafka, topic, dsn string) {
+	t.Helper()
+	binary = goflow2Binary(t)
+	kafka = testenv.SharedKafka(t)
 	t.Logf("broker: %s", kafka.Name())
-	topic := testenv.UniqueName(t)
+	topic = testenv.UniqueName(t)
 	kafka.CreateTopic(t, topic, 2)
-	pg := testenv.SharedPostgres(t)
-	dsn := pg.CreateDB(t, "e2e")
+	return binary, kafka, topic, testenv.SharedPostgres(t).CreateDB(t, db)
+}
+
+func TestRouterCapturesThroughGoflow2IntoPostgres(t *testing.T) {
+	binary, kafka, topic, dsn := collectEnv(t, "e2e")
 
 	// What each datagram must produce, from the datagrams themselves.
 	want := map[pb.FlowMessage_FlowType]int{}

@@ -125,12 +125,7 @@ func sendThroughGoflow2(t testing.TB, g *goflow2Proc, outputs []string, count ui
 // per exporter and type. The kernel's drop counters for goflow2's sockets
 // and goflow2's own count of datagrams prove nothing was lost on the way.
 func TestMockerThroughGoflow2IntoPostgres(t *testing.T) {
-	binary := goflow2Binary(t)
-	kafka := testenv.SharedKafka(t)
-	t.Logf("broker: %s", kafka.Name())
-	topic := testenv.UniqueName(t)
-	kafka.CreateTopic(t, topic, 2)
-	dsn := testenv.SharedPostgres(t).CreateDB(t, "mocker")
+	binary, kafka, topic, dsn := collectEnv(t, "mocker")
 	g := startGoflow2(t, binary, kafka.Brokers()[0], topic, stackGoflow2Flags...)
 
 	before := readUDPDrops(t, g.ports["sflow"], g.ports["netflow"])
