@@ -251,7 +251,8 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Inserter,
 	}
 	// One connection per writer, one for DDL and retention, one for the
 	// health ping, so a busy pool never fails the ping.
-	sink, err := pgsink.New(pgsink.Config{DSN: cfg.PostgresDSN, Group: cfg.Group, MaxConns: int32(cfg.Writers + 2)}, logger)
+	sink, err := pgsink.New(pgsink.Config{DSN: cfg.PostgresDSN, Group: cfg.Group, MaxConns: int32(cfg.Writers + 2),
+		Committed: func(receivedNs []int64) { m.observeLatency(receivedNs, time.Now()) }}, logger)
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,7 @@ import (
 // from scratch, zero fields take DefaultConfig's values, except Brokers
 // (required) and Rate, Count and Seed, whose zero means what they say.
 type Config struct {
-	Brokers      []string // required, host:port; default 127.0.0.1:9092
+	Brokers      []string // required for OutputKafka, host:port; default 127.0.0.1:9092
 	Topic        string   // default "flows"
 	KafkaVersion string   // default kafka.DefaultVersion; at least 2.1.0
 	// Rate is the target in flows per second; 0 sends as fast as possible.
@@ -62,6 +62,13 @@ type Config struct {
 	// the enricher's formats; empty means the embedded demo file
 	// (config/demo-networks.yml, config/demo-exporters.yml).
 	NetworksFile, ExportersFile string
+	// Output is where flows go: OutputKafka (default), or the datagrams of
+	// a router protocol, OutputNetFlowV9, OutputIPFIX or OutputSFlow, sent
+	// to Collector (packet.go).
+	Output string
+	// Collector is the host:port the router protocols are sent to; empty
+	// means DefaultCollector(Output).
+	Collector string
 }
 
 // DefaultConfig is the configuration the mocker binary runs with when no
@@ -83,6 +90,7 @@ func DefaultConfig() Config {
 		FlushBytes:       1 << 20,
 		FlushFrequency:   5 * time.Millisecond,
 		Addresses:        AddressesRealistic,
+		Output:           OutputKafka,
 	}
 }
 
@@ -101,6 +109,7 @@ func (c Config) withDefaults() Config {
 	fill(&c.FlushFrequency, d.FlushFrequency)
 	fill(&c.FlowsPerRecord, d.FlowsPerRecord)
 	fill(&c.Addresses, d.Addresses)
+	fill(&c.Output, d.Output)
 	return c
 }
 
@@ -151,7 +160,7 @@ var ErrInvalidConfig = errors.New("invalid mocker configuration")
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
-	if len(c.Brokers) == 0 {
+	if len(c.Brokers) == 0 && c.Output == OutputKafka {
 		errs = append(errs, errors.New("Config.Brokers is empty: want Kafka brokers as host:port"))
 	}
 	if _, err := kafka.ParseVersion(c.KafkaVersion); err != nil {
@@ -191,6 +200,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("Config.Addresses %q: want %s (real public prefixes) or %s (documentation space only)",
 			c.Addresses, AddressesRealistic, AddressesDocumentation))
 	}
+	errs = append(errs, c.validateOutput()...)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
 	}
@@ -204,6 +214,9 @@ type Mocker struct {
 	logger  *slog.Logger
 	metrics *metrics
 	plan    *Plan // the realistic plan; nil for the documentation one
+	truth   *truth
+
+	lastSendErr atomic.Int64 // unix ns of the last logged datagram send error
 
 	started  atomic.Bool
 	ready    atomic.Bool
@@ -227,6 +240,10 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Mocker, e
 		}
 	}
 	m.metrics, err = newMetrics(reg, func() float64 { return float64(m.inFlight.Load()) })
+	if err == nil {
+		m.truth = newTruth()
+		err = reg.Register(m.truth)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("registering mocker metrics: %w", err)
 	}
@@ -249,6 +266,7 @@ func (m *Mocker) Ready() bool { return m.ready.Load() }
 type record struct {
 	buf   []byte
 	flows int
+	tally []Counts // by exporter: the flows of buf, for the Summary
 }
 
 func (r *record) Encode() ([]byte, error) { return r.buf, nil }
@@ -327,6 +345,10 @@ func (m *Mocker) connect(ctx context.Context) (sarama.AsyncProducer, error) {
 func (m *Mocker) Run(ctx context.Context) error {
 	if !m.started.CompareAndSwap(false, true) {
 		return errors.New("mocker: Run called twice")
+	}
+	defer m.truth.end()
+	if m.cfg.Output != OutputKafka {
+		return m.runPackets(ctx)
 	}
 	producer, err := m.connect(ctx)
 	if err != nil {
@@ -431,6 +453,7 @@ func (r *runState) drain() {
 			}
 			rec := msg.Value.(*record)
 			flows := uint64(rec.flows)
+			m.countRecord(rec.tally)
 			m.inFlight.Add(-int64(flows))
 			m.metrics.produced.Add(float64(flows))
 			m.metrics.bytes.Add(float64(len(rec.buf)))
@@ -467,12 +490,9 @@ func (r *runState) drain() {
 func (r *runState) produce(ctx context.Context) {
 	m := r.m
 	cfg := &m.cfg
-	var gen *Generator
-	if m.plan != nil {
-		gen = NewPlanGenerator(cfg.Seed, m.plan)
-	} else {
-		gen = NewGenerator(cfg.Seed)
-	}
+	gen := m.newGenerator()
+	infos := exporterInfos(gen, m.plan)
+	m.kafkaTruth(infos)
 	var flow pb.FlowMessage
 	input := r.producer.Input()
 	allocated := 0
@@ -578,7 +598,8 @@ func (r *runState) produce(ctx context.Context) {
 		default:
 			if allocated < r.maxRecords {
 				allocated++
-				msg = &sarama.ProducerMessage{Value: &record{buf: make([]byte, 0, 256*cfg.FlowsPerRecord)}}
+				msg = &sarama.ProducerMessage{Value: &record{buf: make([]byte, 0, 256*cfg.FlowsPerRecord),
+					tally: make([]Counts, len(infos))}}
 			} else {
 				select {
 				case msg = <-r.free:
@@ -596,9 +617,13 @@ func (r *runState) produce(ctx context.Context) {
 
 		rec := msg.Value.(*record)
 		rec.buf = rec.buf[:0]
+		clear(rec.tally)
 		for range flows {
 			gen.Next(&flow, now)
 			rec.buf, _ = pb.AppendDelimited(rec.buf, &flow) // cannot fail: a generated flow is always valid
+			if i := exporterIndex(infos, flow.SamplerAddress); i >= 0 {
+				rec.tally[i].addFlow(flow.Bytes, flow.Packets, flow.SamplingRate)
+			}
 		}
 		rec.flows = int(flows)
 		*msg = sarama.ProducerMessage{Topic: cfg.Topic, Value: rec}

@@ -429,6 +429,9 @@ func TestConfigValidate(t *testing.T) {
 		{"unknown address plan", func(c *Config) { c.Addresses = "rfc1918" }, `Config.Addresses "rfc1918"`},
 		{"files with the documentation plan", func(c *Config) { c.Addresses, c.ExportersFile = AddressesDocumentation, "e.yml" },
 			"Config.NetworksFile and Config.ExportersFile are for the realistic address plan"},
+		{"unknown output", func(c *Config) { c.Output = "netflow5" }, `Config.Output "netflow5": want kafka, netflow9, ipfix or sflow`},
+		{"collector without port", func(c *Config) { c.Output, c.Collector = OutputIPFIX, "goflow2" }, `Config.Collector "goflow2": want host:port`},
+		{"collector with kafka", func(c *Config) { c.Collector = "127.0.0.1:2055" }, "Config.Collector \"127.0.0.1:2055\" is for the router protocols"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok

@@ -43,12 +43,15 @@ var flagOf = map[string]string{
 	"Addresses":        "-addresses",
 	"NetworksFile":     "-networks",
 	"ExportersFile":    "-exporters",
+	"Output":           "-output",
+	"Collector":        "-collector",
 }
 
 // flags holds what the command line sets beside the mocker.Config.
 type flags struct {
 	brokers                           string
 	level, format, metricsAddr, probe string
+	summary                           string
 }
 
 // newFlagSet binds the flags to cfg, which holds mocker.DefaultConfig():
@@ -70,6 +73,9 @@ func newFlagSet(stderr io.Writer, cfg *mocker.Config) (*flag.FlagSet, *flags) {
 	fs.StringVar(&cfg.Addresses, "addresses", cfg.Addresses, "address plan: realistic (real public prefixes of well-known networks, local customers and exporters from -networks and -exporters) or documentation (documentation and private space only)")
 	fs.StringVar(&cfg.NetworksFile, "networks", cfg.NetworksFile, "realistic plan: networks file (enricher format) whose role: customer prefixes are the local side; empty = the built-in config/demo-networks.yml")
 	fs.StringVar(&cfg.ExportersFile, "exporters", cfg.ExportersFile, "realistic plan: exporters file (enricher format) with the exporters and interfaces flows go through; empty = the built-in config/demo-exporters.yml")
+	fs.StringVar(&cfg.Output, "output", cfg.Output, "where flows go: kafka (like goflow2 -format=bin), or datagrams of a router protocol to -collector: netflow9, ipfix or sflow")
+	fs.StringVar(&cfg.Collector, "collector", cfg.Collector, "netflow9, ipfix, sflow: the collector's host:port; empty = 127.0.0.1:2055 (127.0.0.1:6343 for sflow), goflow2's defaults")
+	fs.StringVar(&f.summary, "summary", "", "at exit, write what was sent (per exporter: flows, bytes, packets, scaled by the sampling rate, datagrams) to this JSON file")
 	fs.DurationVar(&cfg.ProgressInterval, "progress.interval", cfg.ProgressInterval, "how often to log progress; 0 = never")
 	fs.StringVar(&f.level, "loglevel", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.format, "log.format", "text", "log format: text or json")
@@ -131,7 +137,14 @@ func run(args []string, stderr io.Writer) int {
 	if err := cli.ServeMetrics(ctx, f.metricsAddr, reg, m.Ready, logger); err != nil {
 		return fail(1, err)
 	}
-	if err := m.Run(ctx); err != nil {
+	err = m.Run(ctx)
+	if f.summary != "" {
+		// Written whatever Run returned: what was sent is the truth either way.
+		if werr := m.Summary().WriteFile(f.summary); werr != nil {
+			err = errors.Join(err, fmt.Errorf("-summary %s: %w", f.summary, werr))
+		}
+	}
+	if err != nil {
 		return fail(1, err)
 	}
 	return 0

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -61,6 +63,9 @@ func TestBadFlags(t *testing.T) {
 		{"-addresses", "documentation", "-networks", "n.yml"},
 		{"-networks", "/nonexistent/networks.yml"},
 		{"-exporters", "/nonexistent/exporters.yml"},
+		{"-output", "netflow5"},
+		{"-output", "sflow", "-collector", "goflow2"},
+		{"-collector", "127.0.0.1:2055"}, // with -output kafka
 	} {
 		var stderr bytes.Buffer
 		if code := run(args, &stderr); code != 2 {
@@ -300,4 +305,72 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestSummaryFile: -output ipfix -collector … -summary FILE writes the
+// contract's JSON at exit, with exactly the flows sent, and a collector
+// received exactly the datagrams it counts.
+func TestSummaryFile(t *testing.T) {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadBuffer(4 << 20)
+	received := make(chan int)
+	go func() {
+		n, buf := 0, make([]byte, 65536)
+		for {
+			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if _, _, err := conn.ReadFromUDP(buf); err != nil {
+				received <- n
+				return
+			}
+			n++
+		}
+	}()
+	path := filepath.Join(t.TempDir(), "s.json")
+	var stderr bytes.Buffer
+	args := []string{"-output", "ipfix", "-collector", conn.LocalAddr().String(), "-count", "1000", "-rate", "20000",
+		"-seed", "4", "-summary", path, "-metrics.addr", "", "-progress.interval", "0"}
+	if code := run(args, &stderr); code != 0 {
+		t.Fatalf("mocker %q exited %d:\n%s", args, code, stderr.String())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(data, &raw); err != nil {
+		t.Fatal(err)
+	}
+	keys := func(m map[string]any) []string {
+		var k []string
+		for key := range m {
+			k = append(k, key)
+		}
+		sort.Strings(k)
+		return k
+	}
+	if got := strings.Join(keys(raw), ","); got != "collector,ended,exporters,output,seed,started,totals" {
+		t.Errorf("summary keys %s", got)
+	}
+	if got := strings.Join(keys(raw["totals"].(map[string]any)), ","); got != "bytes,datagrams,flows,packets,scaled_bytes,scaled_packets" {
+		t.Errorf("totals keys %s", got)
+	}
+	exp := raw["exporters"].([]any)[0].(map[string]any)
+	if got := strings.Join(keys(exp), ","); got != "address,bytes,datagrams,flows,name,packets,scaled_bytes,scaled_packets,type" {
+		t.Errorf("exporter keys %s", got)
+	}
+	var s mocker.Summary
+	if err := json.Unmarshal(data, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Output != "ipfix" || s.Seed != 4 || s.Totals.Flows != 1000 || len(s.Exporters) != 4 ||
+		s.Exporters[0].Address != "127.0.0.2" || s.Exporters[0].Name != "edge1.par1" || s.Exporters[0].Type != "IPFIX" {
+		t.Fatalf("summary:\n%s", data)
+	}
+	if n := <-received; uint64(n) != s.Totals.Datagrams {
+		t.Fatalf("the collector received %d datagrams, the summary says %d", n, s.Totals.Datagrams)
+	}
 }

@@ -36,6 +36,10 @@ type Batch struct {
 	// batch to the consumer session that produced it.
 	Owner any
 
+	// received is each flow's time_received_ns, parallel to rollups, for
+	// the latency Config.Committed reports after the commit.
+	received []int64
+
 	cur     record
 	lastDay int64
 }
@@ -80,6 +84,7 @@ func (b *Batch) Grow(flows int) {
 	const rowSize = 240 // an IPv6 row is about 230 bytes encoded (without enrichment)
 	b.rows = slices.Grow(b.rows, flows*rowSize)
 	b.rollups = slices.Grow(b.rollups, flows)
+	b.received = slices.Grow(b.received, flows)
 	b.records = slices.Grow(b.records, flows)
 }
 
@@ -89,6 +94,7 @@ func (b *Batch) Reset(topic string, partition int32) {
 	b.Start, b.End, b.HighWater = 0, 0, 0
 	b.rows = b.rows[:0]
 	b.rollups = b.rollups[:0]
+	b.received = b.received[:0]
 	b.records = b.records[:0]
 	b.raw = b.raw[:0]
 	clear(b.days)
@@ -124,6 +130,7 @@ func (b *Batch) AddFlow(m *pb.FlowMessage) {
 	b.rollups = append(b.rollups, rollup{slot: slot, srcAS: m.SrcAs, dstAS: m.DstAs, etype: m.Etype, bytes: m.Bytes * rate, packets: m.Packets * rate,
 		dims: enrichedDims{m.SrcCountry, m.DstCountry, m.SrcAsName, m.DstAsName, m.SrcNetName, m.DstNetName, m.SrcNetSite, m.DstNetSite,
 			m.ExporterName, m.InIfName, m.OutIfName, int16(m.InIfBoundary), int16(m.OutIfBoundary)}})
+	b.received = append(b.received, int64(m.TimeReceivedNs))
 	// Flows arrive in time order: only touch the map when the day changes.
 	if day := slot - slot%86400; day != b.lastDay {
 		b.days[day] = struct{}{}
@@ -144,6 +151,7 @@ func (b *Batch) EndRecord() {
 func (b *Batch) AbortRecord() {
 	b.rows = b.rows[:b.cur.rowPos]
 	b.rollups = b.rollups[:b.cur.rollPos]
+	b.received = b.received[:b.cur.rollPos]
 	b.EndRecord()
 }
 

@@ -39,6 +39,11 @@ type Config struct {
 	// is retried (default 2s), so it never queues in front of the writers
 	// for long behind a slow reader.
 	LockTimeout time.Duration
+	// Committed, if set, is called right after each transaction that
+	// stored flows commits, with their time_received_ns (the batch's own
+	// slice: read it before returning, do not keep it). The inserter's
+	// latency histogram is observed there.
+	Committed func(receivedNs []int64)
 }
 
 // Error is a failed database operation; Op ("connect", "schema",
@@ -333,6 +338,9 @@ RETURNING next_offset, xmax = 0`, s.cfg.Group, b.Topic, b.Partition).Scan(&store
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return Result{}, opErr("write", fmt.Errorf("commit: %w", err))
+	}
+	if res.Flows > 0 && s.cfg.Committed != nil {
+		s.cfg.Committed(b.received[rollPos:rollEnd])
 	}
 	return res, nil
 }

@@ -52,14 +52,21 @@ var captures = []capture{
 	{"sflow-data-icmpv6.pcap", "sflow", pb.FlowMessage_SFLOW_5},
 }
 
-func TestRouterCapturesThroughGoflow2IntoPostgres(t *testing.T) {
-	binary := goflow2Binary(t)
-	kafka := testenv.SharedKafka(t)
+// collectEnv is what a collect-path test runs on: the goflow2 binary, the
+// shared Kafka 4 broker with a new two-partition topic, and a new
+// PostgreSQL database.
+func collectEnv(t *testing.T, db string) (binary string, kafka *testenv.Kafka, topic, dsn string) {
+	t.Helper()
+	binary = goflow2Binary(t)
+	kafka = testenv.SharedKafka(t)
 	t.Logf("broker: %s", kafka.Name())
-	topic := testenv.UniqueName(t)
+	topic = testenv.UniqueName(t)
 	kafka.CreateTopic(t, topic, 2)
-	pg := testenv.SharedPostgres(t)
-	dsn := pg.CreateDB(t, "e2e")
+	return binary, kafka, topic, testenv.SharedPostgres(t).CreateDB(t, db)
+}
+
+func TestRouterCapturesThroughGoflow2IntoPostgres(t *testing.T) {
+	binary, kafka, topic, dsn := collectEnv(t, "e2e")
 
 	// What each datagram must produce, from the datagrams themselves.
 	want := map[pb.FlowMessage_FlowType]int{}
@@ -79,36 +86,8 @@ func TestRouterCapturesThroughGoflow2IntoPostgres(t *testing.T) {
 		t.Fatalf("netflow-nfv5.pcap holds %d records, its provenance note says 29", want[pb.FlowMessage_NETFLOW_V5])
 	}
 
-	ports := map[string]int{"sflow": freeUDPPort(t), "netflow": freeUDPPort(t)}
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
-	cmd := exec.Command(binary,
-		"-listen", fmt.Sprintf("sflow://127.0.0.1:%d,netflow://127.0.0.1:%d", ports["sflow"], ports["netflow"]),
-		"-transport=kafka",
-		"-transport.kafka.brokers="+kafka.Brokers()[0],
-		"-transport.kafka.topic="+topic,
-		"-transport.kafka.flushfreq=100ms",
-		"-format=bin",
-		"-addr="+httpAddr,
-		"-templates.path=/__templates",
-	)
-	logPath := filepath.Join(t.TempDir(), "goflow2.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start goflow2: %v", err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-		if t.Failed() {
-			out, _ := os.ReadFile(logPath)
-			t.Logf("goflow2 log:\n%s", out)
-		}
-	})
-	waitHealthy(t, "http://"+httpAddr+"/__health")
+	g := startGoflow2(t, binary, kafka.Brokers()[0], topic, stackGoflow2Flags...)
+	ports, httpAddr := g.ports, g.httpAddr
 
 	// One socket per listener: goflow2 keys NetFlow templates by exporter
 	// address and port, as a router's would be.
@@ -163,27 +142,7 @@ func TestRouterCapturesThroughGoflow2IntoPostgres(t *testing.T) {
 	}
 
 	reg := prometheus.NewRegistry()
-	ins, err := inserter.New(inserter.Config{
-		Brokers:      kafka.Brokers(),
-		Topic:        topic,
-		Group:        topic,
-		KafkaVersion: kafka.Version(),
-		PostgresDSN:  dsn,
-	}, testLogger(t), reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ins.Run(ctx) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for ins.Stored() < uint64(sum(want)) && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("inserter: %v", err)
-	}
+	storeTopic(t, kafka, topic, dsn, uint64(sum(want)), 0, reg)
 
 	conn, err := pgx.Connect(context.Background(), dsn)
 	if err != nil {
@@ -241,7 +200,80 @@ func TestRouterCapturesThroughGoflow2IntoPostgres(t *testing.T) {
 	}
 }
 
-func httpBody(t *testing.T, url string) string {
+// storeTopic runs an inserter from topic into dsn until it has stored
+// want flows (a minute at most) and settle more has passed, so that
+// anything beyond want would be stored too, then stops it.
+func storeTopic(t testing.TB, kafka *testenv.Kafka, topic, dsn string, want uint64, settle time.Duration, reg prometheus.Registerer) {
+	t.Helper()
+	ins, err := inserter.New(inserter.Config{Brokers: kafka.Brokers(), Topic: topic, Group: topic,
+		KafkaVersion: kafka.Version(), PostgresDSN: dsn}, testLogger(t), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ins.Run(ctx) }()
+	for deadline := time.Now().Add(time.Minute); ins.Stored() < want && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(settle)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("inserter: %v", err)
+	}
+}
+
+// goflow2Proc is a running goflow2 writing to a Kafka topic.
+type goflow2Proc struct {
+	ports    map[string]int // UDP port by listener: "sflow", "netflow"
+	httpAddr string         // /metrics and /__health
+	cmd      *exec.Cmd
+}
+
+// startGoflow2 runs goflow2 on 127.0.0.1 with an sFlow and a NetFlow/IPFIX
+// listener on free ports, writing -format=bin to topic, as the collect
+// stacks run it, plus flags; it is stopped when the test ends (its log
+// shown if the test failed).
+func startGoflow2(t testing.TB, binary, broker, topic string, flags ...string) *goflow2Proc {
+	t.Helper()
+	g := &goflow2Proc{ports: map[string]int{"sflow": freeUDPPort(t), "netflow": freeUDPPort(t)},
+		httpAddr: fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))}
+	g.cmd = exec.Command(binary, append([]string{
+		"-listen", fmt.Sprintf("sflow://127.0.0.1:%d,netflow://127.0.0.1:%d", g.ports["sflow"], g.ports["netflow"]),
+		"-transport=kafka",
+		"-transport.kafka.brokers=" + broker,
+		"-transport.kafka.topic=" + topic,
+		"-format=bin",
+		"-addr=" + g.httpAddr,
+		"-templates.path=/__templates",
+	}, flags...)...)
+	logPath := filepath.Join(t.TempDir(), "goflow2.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.cmd.Stdout, g.cmd.Stderr = logFile, logFile
+	if err := g.cmd.Start(); err != nil {
+		t.Fatalf("start goflow2: %v", err)
+	}
+	t.Cleanup(func() {
+		g.cmd.Process.Signal(os.Interrupt)
+		g.cmd.Wait()
+		if t.Failed() {
+			out, _ := os.ReadFile(logPath)
+			t.Logf("goflow2 log:\n%s", out)
+		}
+	})
+	waitHealthy(t, "http://"+g.httpAddr+"/__health")
+	return g
+}
+
+// stackGoflow2Flags are the flags the collect stacks give goflow2 beyond
+// its listeners, transport and format (compose/services.yml; the compose
+// tests pin them): its Kafka flush every 100 ms rather than its own 5 s.
+var stackGoflow2Flags = []string{"-transport.kafka.flushfreq=100ms"}
+
+func httpBody(t testing.TB, url string) string {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -272,7 +304,7 @@ func dashboardMetrics(t *testing.T, prefix string) []string {
 	return names
 }
 
-func goflow2Binary(t *testing.T) string {
+func goflow2Binary(t testing.TB) string {
 	path := filepath.Join("..", "..", "..", ".cache", "bin", "goflow2-"+goflow2Version)
 	if p := os.Getenv("FLOWPIPELINE_GOFLOW2"); p != "" {
 		path = p
@@ -471,7 +503,7 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return 0
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
@@ -483,7 +515,7 @@ func sum(m map[pb.FlowMessage_FlowType]int) int {
 	return n
 }
 
-func waitHealthy(t *testing.T, url string) {
+func waitHealthy(t testing.TB, url string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
@@ -499,7 +531,7 @@ func waitHealthy(t *testing.T, url string) {
 	t.Fatalf("goflow2 not healthy at %s after 20s", url)
 }
 
-func freeUDPPort(t *testing.T) int {
+func freeUDPPort(t testing.TB) int {
 	t.Helper()
 	c, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -509,7 +541,7 @@ func freeUDPPort(t *testing.T) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
-func freeTCPPort(t *testing.T) int {
+func freeTCPPort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
