@@ -274,7 +274,7 @@ func TestPipelineDashboardPromQL(t *testing.T) {
 		"-metrics.addr="+addrs["mocker"], "-log.format=json")
 	stopReplay := replayCaptures(t, root, netflow, sflow)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
 	// Every query until each returns a value (series appear with the first
