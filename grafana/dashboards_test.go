@@ -245,6 +245,17 @@ func TestDashboardsModel(t *testing.T) {
 	}
 }
 
+// forEachTarget calls fn for every query of every panel, rows' panels
+// included.
+func forEachTarget(ps []panel, fn func(panel, target)) {
+	for _, p := range ps {
+		forEachTarget(p.Panels, fn)
+		for _, tg := range p.Targets {
+			fn(p, tg)
+		}
+	}
+}
+
 // sqlQuery is one SQL panel query, with what its result must look like.
 type sqlQuery struct {
 	panel, refID, sql string
@@ -253,18 +264,11 @@ type sqlQuery struct {
 func sqlQueries(t *testing.T, file string) []sqlQuery {
 	t.Helper()
 	var out []sqlQuery
-	var walk func(ps []panel)
-	walk = func(ps []panel) {
-		for _, p := range ps {
-			walk(p.Panels)
-			for _, tg := range p.Targets {
-				if tg.RawSQL != "" {
-					out = append(out, sqlQuery{p.Title, tg.RefID, tg.RawSQL})
-				}
-			}
+	forEachTarget(readDashboard(t, file).Panels, func(p panel, tg target) {
+		if tg.RawSQL != "" {
+			out = append(out, sqlQuery{p.Title, tg.RefID, tg.RawSQL})
 		}
-	}
-	walk(readDashboard(t, file).Panels)
+	})
 	if len(out) == 0 {
 		t.Fatalf("%s has no SQL query", file)
 	}

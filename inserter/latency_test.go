@@ -141,3 +141,22 @@ func TestFlowLatencyEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkObserveLatency is the latency histogram's cost per stored flow
+// (a batch of 10,000 flows per op), next to the drain's ~5 µs per flow.
+func BenchmarkObserveLatency(b *testing.B) {
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	recv := make([]int64, 10000)
+	for i := range recv {
+		recv[i] = now.Add(-time.Duration(i) * 100 * time.Microsecond).UnixNano()
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		m.observeLatency(recv, now)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recv)), "ns/flow")
+}

@@ -26,6 +26,8 @@ import (
 
 	"github.com/spendletonliveaction/flow-pipeline/inserter"
 	flowkafka "github.com/spendletonliveaction/flow-pipeline/internal/kafka"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/pcap"
+	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/promtest"
 	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/testenv"
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
@@ -407,29 +409,11 @@ func sflowFlowSamples(d []byte) (int, error) {
 // little-endian pcap file of Ethernet frames carrying IPv4.
 func readUDPPayload(t *testing.T, path string) []byte {
 	t.Helper()
-	d, err := os.ReadFile(path)
+	payload, err := pcap.UDPPayload(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(d) < 40 || binary.LittleEndian.Uint32(d) != 0xa1b2c3d4 {
-		t.Fatalf("%s: not a little-endian pcap file", path)
-	}
-	if n := binary.LittleEndian.Uint32(d[20:]); n != 1 {
-		t.Fatalf("%s: link type %d, want Ethernet", path, n)
-	}
-	captured := int(binary.LittleEndian.Uint32(d[32:]))
-	frame := d[40 : 40+captured]
-	if binary.BigEndian.Uint16(frame[12:]) != 0x0800 {
-		t.Fatalf("%s: not IPv4 over Ethernet", path)
-	}
-	ip := frame[14:]
-	ihl := int(ip[0]&0x0f) * 4
-	if ip[9] != 17 {
-		t.Fatalf("%s: IP protocol %d, want UDP", path, ip[9])
-	}
-	udp := ip[ihl:]
-	udpLen := int(binary.BigEndian.Uint16(udp[4:]))
-	return udp[8:udpLen]
+	return payload
 }
 
 func consumeAll(t *testing.T, kafka *testenv.Kafka, topic string, want int) (map[pb.FlowMessage_FlowType]int, uint64) {
@@ -531,22 +515,6 @@ func waitHealthy(t testing.TB, url string) {
 	t.Fatalf("goflow2 not healthy at %s after 20s", url)
 }
 
-func freeUDPPort(t testing.TB) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
+func freeUDPPort(t testing.TB) int { return promtest.FreeUDPPort(t) }
 
-func freeTCPPort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freeTCPPort(t testing.TB) int { return promtest.FreePort(t) }
