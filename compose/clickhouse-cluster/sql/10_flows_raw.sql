@@ -34,6 +34,11 @@
 -- block and committing its offsets, the block is read again. Find such
 -- duplicates with the query in the README ("At-least-once").
 --
+-- InsertTime is when ClickHouse stored the row (the materialized view
+-- fills it with now64(3)): InsertTime - TimeReceived is the flow's latency
+-- from the collector to ClickHouse (TimeReceived is whole seconds, so the
+-- difference reads up to 1 s high; see docs/clickhouse.md).
+--
 -- Retention: 7 days (the TTL below). To change it on a running server:
 --   ALTER TABLE flows_raw MODIFY TTL Date + INTERVAL 14 DAY;
 CREATE TABLE IF NOT EXISTS flows_raw_local
@@ -81,7 +86,8 @@ CREATE TABLE IF NOT EXISTS flows_raw_local
     OutIfSpeed       UInt64                CODEC(T64, ZSTD(1)),
     InIfBoundary     Enum8('undefined' = 0, 'external' = 1, 'internal' = 2),
     OutIfBoundary    Enum8('undefined' = 0, 'external' = 1, 'internal' = 2),
-    SamplingRateFromExporter Bool
+    SamplingRateFromExporter Bool,
+    InsertTime     DateTime64(3, 'UTC')  CODEC(Delta, ZSTD(1))
 )
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')
 PARTITION BY Date

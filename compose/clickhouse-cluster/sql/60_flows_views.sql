@@ -132,7 +132,9 @@ SELECT
     -- Same numbers, flows_raw's lower-case names.
     CAST(toInt8(in_if_boundary) AS Enum8('undefined' = 0, 'external' = 1, 'internal' = 2)) AS InIfBoundary,
     CAST(toInt8(out_if_boundary) AS Enum8('undefined' = 0, 'external' = 1, 'internal' = 2)) AS OutIfBoundary,
-    sampling_rate_from_exporter AS SamplingRateFromExporter
+    sampling_rate_from_exporter AS SamplingRateFromExporter,
+    -- When the row is stored: InsertTime - TimeReceived is the latency.
+    now64(3, 'UTC') AS InsertTime
 FROM flows_checked
 WHERE FlowError = '';
 
