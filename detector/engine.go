@@ -399,8 +399,9 @@ func (e *Engine) count(en *entry, lim *[NumVectors]limits, k int64, v Vector, bi
 
 func (e *Engine) sources(en *entry, l *limits, v Vector, c counters, k int64, pk uint64, m *pb.FlowMessage) {
 	s := &en.vs[v]
+	hot := l.set && l.hot(c)
 	if s.tops == nil {
-		if !l.set || !(l.hot(c) || s.active) {
+		if !hot && !s.active {
 			return
 		}
 		if s.tops = e.newTops(); s.tops == nil {
@@ -408,7 +409,9 @@ func (e *Engine) sources(en *entry, l *limits, v Vector, c counters, k int64, pk
 		}
 	}
 	t := s.tops
-	t.last = max(t.last, k)
+	if hot {
+		t.hot = max(t.hot, k)
+	}
 	if a, ok := key16(m.SrcAddr); ok {
 		t.addr.add(a, pk)
 	}
@@ -682,8 +685,10 @@ func (e *Engine) decideVector(en *entry, l *limits, v Vector, k int64) {
 	}
 }
 
+// maybeFreeTops frees the sources of a vector neither in an attack nor
+// hot in a step after k.
 func (e *Engine) maybeFreeTops(s *vstate, k int64) {
-	if s.tops != nil && s.tops.last <= k {
+	if s.tops != nil && !s.active && s.up == 0 && s.tops.hot <= k {
 		e.freeTops(s)
 	}
 }
