@@ -168,7 +168,8 @@ func TestReplayOrder(t *testing.T) {
 func TestIdleEnds(t *testing.T) {
 	th := DefaultThresholds()
 	e := newTestEngine(t, testConfig(), th)
-	var m = dnsFlow("203.0.113.7", 2*th.Addr[VectorDNS].Pps/1000)
+	p := 2 * th.Addr[VectorDNS].Pps // 10 flows/s × p/1000 packets × 1:100
+	m := dnsFlow("203.0.113.7", p/1000)
 	got := feed(t, e, every(m, 0, 10, 10)...)
 	// The last flow, at 9.9 s, closed the steps up to 3.
 	if len(got) != 1 || got[0].Event != EventStart {
@@ -182,11 +183,11 @@ func TestIdleEnds(t *testing.T) {
 	e.Tick(wall.Add(5*time.Second + 5*time.Second + 10*time.Second + time.Second))
 	got = append(got, e.Alerts()...)
 	want := []brief{
-		{event: EventStart, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 3 * time.Second, bps: 4e6 * 800, pps: 4e6, flows: 10},
-		{event: EventUpdate, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 8 * time.Second, bps: 4e6 * 800, pps: 4e6, flows: 10, peakPps: 4e6},
-		{event: EventUpdate, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 13 * time.Second, bps: 7 * 4e6 * 800 / 10, pps: 7 * 4e6 / 10, flows: 7, peakPps: 4e6},
-		{event: EventUpdate, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 18 * time.Second, bps: 2 * 4e6 * 800 / 10, pps: 2 * 4e6 / 10, flows: 2, peakPps: 4e6},
-		{event: EventEnd, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 20 * time.Second, bps: 4e6 * 800, pps: 4e6, flows: 10, peakPps: 4e6, duration: 10},
+		{event: EventStart, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 3 * time.Second, bps: p * 800, pps: p, flows: 10},
+		{event: EventUpdate, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 8 * time.Second, bps: p * 800, pps: p, flows: 10, peakPps: p},
+		{event: EventUpdate, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 13 * time.Second, bps: 7 * p * 800 / 10, pps: 7 * p / 10, flows: 7, peakPps: p},
+		{event: EventUpdate, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 18 * time.Second, bps: 2 * p * 800 / 10, pps: 2 * p / 10, flows: 2, peakPps: p},
+		{event: EventEnd, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 20 * time.Second, bps: p * 800, pps: p, flows: 10, peakPps: p, duration: 10},
 	}
 	diff(t, got, want)
 }
