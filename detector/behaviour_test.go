@@ -85,10 +85,10 @@ func TestLateness(t *testing.T) {
 	bad.at = 31 * time.Second
 	m := bad.msg()
 	m.DstAddr = []byte{1, 2, 3}
-	e.Add(m, wall)
+	e.Add(m, 0, wall)
 	m = bad.msg()
 	m.TimeReceivedNs = 0
-	e.Add(m, wall)
+	e.Add(m, 0, wall)
 	got := e.Take()
 	want := Counts{Flows: 4}
 	want.Dropped[dropLate] = 3
@@ -110,7 +110,17 @@ func TestReplayOrder(t *testing.T) {
 	syn := flow{dst: "203.0.113.9", src: "192.0.2.1", proto: 6, tcpFlags: 2, packets: 3 * tp / 1000, rate: 100, srcAS: 64500}
 	syn.bytes = syn.packets * 60
 	all := merge(every(syn, 2, 30, 10), every(dnsFlow("203.0.113.7", 2*th.Addr[VectorDNS].Pps/1000), 5, 22, 10), background())
-	ref := feed(t, newTestEngine(t, testConfig(), th), all...)
+	// Every step closed at the end: the partitions end at different times.
+	run := func(fs []flow) ([]Alert, *Engine) {
+		e := newTestEngine(t, testConfig(), th)
+		for p := range int32(6) {
+			e.Assign(p, wall) // as Run does on assignment
+		}
+		out := feed(t, e, fs...)
+		e.Tick(wall.Add(time.Hour))
+		return append(out, e.Alerts()...), e
+	}
+	ref, _ := run(all)
 	if len(ref) < 4 {
 		t.Fatalf("reference run gave %d alerts, want both attacks", len(ref))
 	}
@@ -119,11 +129,12 @@ func TestReplayOrder(t *testing.T) {
 		parts := make([][]flow, 6)
 		for _, f := range all {
 			p := rng.IntN(6)
+			f.part = int32(p)
 			parts[p] = append(parts[p], f)
 		}
 		// Interleave: take a run of flows from a random partition, as
-		// fetches do, keeping the partitions within 3 s of each other
-		// (the lateness is 5 s).
+		// fetches do, keeping the partitions within 12 s of each other
+		// (more than the 5 s lateness, less than the 20 s Config.MaxSkew).
 		var order []flow
 		for {
 			var live []int
@@ -134,7 +145,7 @@ func TestReplayOrder(t *testing.T) {
 				}
 			}
 			for i, p := range parts {
-				if len(p) > 0 && p[0].at <= lo+2*time.Second {
+				if len(p) > 0 && p[0].at <= lo+10*time.Second {
 					live = append(live, i)
 				}
 			}
@@ -142,13 +153,12 @@ func TestReplayOrder(t *testing.T) {
 				break
 			}
 			p := live[rng.IntN(len(live))]
-			for n := 1 + rng.IntN(20); n > 0 && len(parts[p]) > 0 && parts[p][0].at <= lo+3*time.Second; n-- {
+			for n := 1 + rng.IntN(20); n > 0 && len(parts[p]) > 0 && parts[p][0].at <= lo+12*time.Second; n-- {
 				order = append(order, parts[p][0])
 				parts[p] = parts[p][1:]
 			}
 		}
-		e := newTestEngine(t, testConfig(), th)
-		got := feed(t, e, order...)
+		got, e := run(order)
 		if c := e.Take(); c.Dropped[dropLate] != 0 {
 			t.Fatalf("%d flows late; the interleaving is wider than the lateness", c.Dropped[dropLate])
 		}

@@ -44,7 +44,7 @@ func BenchmarkDetect(b *testing.B) {
 	i := 0
 	add := func(m *pb.FlowMessage) error {
 		m.TimeReceivedNs = base + uint64(i)*uint64(time.Microsecond)
-		e.Add(m, wall)
+		e.Add(m, int32(i%6), wall)
 		return nil
 	}
 	b.ReportAllocs()

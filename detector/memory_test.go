@@ -63,10 +63,10 @@ func TestMemoryBound10M(t *testing.T) {
 		if i%100 == 0 {
 			flood.Packets = 4000
 		}
-		e.Add(flood, wall)
+		e.Add(flood, int32(i%6), wall)
 		if i%(perSec/10) == 0 {
 			dns.TimeReceivedNs = flood.TimeReceivedNs
-			e.Add(dns, wall)
+			e.Add(dns, int32(i%6), wall)
 		}
 		if i%perSec == perSec-1 {
 			e.copyTo(snap) // a commit

@@ -38,7 +38,7 @@ func TestNormalTrafficNoAlert(t *testing.T) {
 					// fills its rate from config/demo-exporters.yml.
 					m.SamplingRate = 2000
 				}
-				e.Add(&m, wall)
+				e.Add(&m, 0, wall)
 				for _, a := range e.Alerts() {
 					alerts++
 					if alerts <= 5 {
