@@ -159,6 +159,7 @@ func (d *Detector) Run(ctx context.Context) error {
 	t := &dtxn{invalid: map[string]int{}}
 	prodCtx := context.WithoutCancel(ctx)
 	var msg pb.FlowMessage
+	var mg merger
 	for ctx.Err() == nil {
 		wait := cfg.TransactionInterval
 		if t.open {
@@ -190,7 +191,8 @@ func (d *Detector) Run(ctx context.Context) error {
 				}
 			}
 		}
-		fetches.EachRecord(func(r *kgo.Record) {
+		mg.reset(fetches)
+		for r := mg.next(); r != nil; r = mg.next() {
 			begin()
 			t.records++
 			if err := pb.UnmarshalRecord(r.Value, &msg, func(m *pb.FlowMessage) error {
@@ -203,7 +205,7 @@ func (d *Detector) Run(ctx context.Context) error {
 				}
 				t.invalid[reason]++
 			}
-		})
+		}
 		d.eng.Tick(now)
 		for _, a := range d.eng.Alerts() {
 			begin()
