@@ -148,7 +148,7 @@ func (d *Detector) Run(ctx context.Context) error {
 		return fmt.Errorf("create the Kafka transactional client (check Config.Brokers): %w", err)
 	}
 	defer sess.Close()
-	if err := d.waitKafka(ctx, sess.Client()); err != nil {
+	if err := kafka.WaitReachable(ctx, sess.Client(), d.cfg.Brokers, d.logger); err != nil {
 		return err
 	}
 	d.ready.Store(true)
@@ -295,24 +295,4 @@ func (d *Detector) publish() {
 	d.mu.Lock()
 	d.active = active
 	d.mu.Unlock()
-}
-
-// waitKafka returns once a broker answers, so readiness means something.
-func (d *Detector) waitKafka(ctx context.Context, cl *kgo.Client) error {
-	for {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := cl.Ping(pctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("stopped while waiting for Kafka at %v: %w", d.cfg.Brokers, ctx.Err())
-		}
-		d.logger.Warn("Kafka not reachable yet; retrying (check Config.Brokers)", "error", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
 }
