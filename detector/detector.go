@@ -151,6 +151,15 @@ func (d *Detector) Run(ctx context.Context) error {
 	if err := kafka.WaitReachable(ctx, sess.Client(), d.cfg.Brokers, d.logger); err != nil {
 		return err
 	}
+	n, err := d.resume(ctx)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		d.logger.Info("resumed the attacks in progress from the alerts topic", "attacks", n)
+	}
+	d.eng.copyTo(d.snap)
+	d.publish()
 	d.ready.Store(true)
 	d.m.ready.Set(1)
 	defer func() { d.ready.Store(false); d.m.ready.Set(0) }()
