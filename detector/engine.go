@@ -682,7 +682,7 @@ func (e *Engine) closeStep(k int64) {
 func (e *Engine) decide(en *entry, lim *[NumVectors]limits, k int64) {
 	// The vectors first, then total: total does not start while another
 	// vector of the target is in an attack (one attack, one alert).
-	for v := NumVectors - 1; v < NumVectors; v-- {
+	for v := NumVectors - 1; v < NumVectors; v-- { // Vector is unsigned: 0-1 ends the loop
 		e.decideVector(en, &lim[v], Vector(v), k)
 	}
 }
