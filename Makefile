@@ -32,6 +32,7 @@ bench: kafka-libs geodata
 	$(GO) test -run '^$$' -bench Lookup -benchmem -cpu 1 ./enricher/sources/
 	$(GO) test -run '^$$' -bench Transform -benchmem -cpu 1 ./enricher/
 	$(GO) test -run '^$$' -bench Pipeline -benchtime 1x -timeout 30m ./enricher/
+	$(GO) test -run '^$$' -bench 'Detect|EngineAdd' -benchtime 3000000x -benchmem -cpu 1 ./detector/
 	$(MAKE) bench-collect
 
 # The collect path under load, on real programs: the highest rate at which

@@ -476,7 +476,7 @@ func buildBinary(t *testing.T, name string) string {
 		if binaries.err != nil {
 			return
 		}
-		for _, cmd := range []string{"mocker", "inserter", "demo", "enricher"} {
+		for _, cmd := range []string{"mocker", "inserter", "demo", "enricher", "detector"} {
 			c := exec.Command("go", "build", "-o", filepath.Join(binaries.dir, cmd), "./cmd/"+cmd)
 			c.Dir = repoRoot(t)
 			if out, err := c.CombinedOutput(); err != nil {
