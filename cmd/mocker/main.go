@@ -43,12 +43,44 @@ var flagOf = map[string]string{
 	"Addresses":        "-addresses",
 	"NetworksFile":     "-networks",
 	"ExportersFile":    "-exporters",
+	"Attacks":          "-attack",
+	"SimulateStart":    "-simulate.start",
 }
 
 // flags holds what the command line sets beside the mocker.Config.
 type flags struct {
 	brokers                           string
 	level, format, metricsAddr, probe string
+	simulateStart                     string
+}
+
+// attackFlag is the repeatable -attack flag; one value (or the ATTACK
+// environment variable) may also hold several attacks separated by ";".
+type attackFlag struct{ attacks *[]mocker.Attack }
+
+func (a attackFlag) String() string {
+	if a.attacks == nil {
+		return ""
+	}
+	var s []string
+	for _, x := range *a.attacks {
+		s = append(s, x.String())
+	}
+	return strings.Join(s, ";")
+}
+
+func (a attackFlag) Set(v string) error {
+	for part := range strings.SplitSeq(v, ";") {
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		x, err := mocker.ParseAttack(part)
+		if err != nil {
+			return err
+		}
+		*a.attacks = append(*a.attacks, x)
+	}
+	return nil
 }
 
 // newFlagSet binds the flags to cfg, which holds mocker.DefaultConfig():
@@ -70,6 +102,8 @@ func newFlagSet(stderr io.Writer, cfg *mocker.Config) (*flag.FlagSet, *flags) {
 	fs.StringVar(&cfg.Addresses, "addresses", cfg.Addresses, "address plan: realistic (real public prefixes of well-known networks, local customers and exporters from -networks and -exporters) or documentation (documentation and private space only)")
 	fs.StringVar(&cfg.NetworksFile, "networks", cfg.NetworksFile, "realistic plan: networks file (enricher format) whose role: customer prefixes are the local side; empty = the built-in config/demo-networks.yml")
 	fs.StringVar(&cfg.ExportersFile, "exporters", cfg.ExportersFile, "realistic plan: exporters file (enricher format) with the exporters and interfaces flows go through; empty = the built-in config/demo-exporters.yml")
+	fs.Var(attackFlag{&cfg.Attacks}, "attack", "add an attack to the normal traffic, e.g. target=203.0.113.7,vector=dns-amp,start=60s,duration=30s,pps=80000 (start after the first flow; pps as the target receives it); repeatable, or several separated by ';'. Vectors: "+strings.Join(mocker.Vectors, ", "))
+	fs.StringVar(&f.simulateStart, "simulate.start", "", "RFC3339 time: stamp flows with a simulated clock starting there and advancing 1/-rate per flow, sending as fast as possible (event time decoupled from wall time); empty = the wall clock")
 	fs.DurationVar(&cfg.ProgressInterval, "progress.interval", cfg.ProgressInterval, "how often to log progress; 0 = never")
 	fs.StringVar(&f.level, "loglevel", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.format, "log.format", "text", "log format: text or json")
@@ -106,6 +140,13 @@ func run(args []string, stderr io.Writer) int {
 		return fail(2, err)
 	}
 	cfg.Brokers = cli.SplitList(f.brokers)
+	if f.simulateStart != "" {
+		t, err := time.Parse(time.RFC3339Nano, f.simulateStart)
+		if err != nil {
+			return fail(2, fmt.Errorf("-simulate.start %q: want an RFC3339 time such as 2026-01-15T22:30:00Z: %w", f.simulateStart, err))
+		}
+		cfg.SimulateStart = t.UTC()
+	}
 	// The library reads 0 as its default; on the command line it is a mistake.
 	if cfg.FlowsPerRecord == 0 {
 		return fail(2, mocker.CheckFlowsPerRecord(0))
