@@ -3,6 +3,7 @@
 #   docker build --target mocker   -t flow-pipeline/mocker .
 #   docker build --target inserter -t flow-pipeline/inserter .
 #   docker build --target enricher -t flow-pipeline/enricher .
+#   docker build --target detector -t flow-pipeline/detector .
 #
 # The build stage matches go.mod's go version. The final stages hold one
 # static binary and nothing else (scratch: no shell, no package manager, no
@@ -33,6 +34,10 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 FROM build AS build-enricher
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     go build -trimpath -ldflags "-s -w" -o /out/enricher ./cmd/enricher
+
+FROM build AS build-detector
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    go build -trimpath -ldflags "-s -w" -o /out/detector ./cmd/detector
 
 # npm pack of the pinned packages, with their licences. Only the script is
 # copied, so this layer is rebuilt only when the pinned versions change.
@@ -65,3 +70,9 @@ COPY --from=geodata /geodata /usr/share/flow-pipeline/geodata
 USER 65532:65532
 EXPOSE 8083
 ENTRYPOINT ["/usr/local/bin/enricher"]
+
+FROM scratch AS detector
+COPY --from=build-detector /out/detector /usr/local/bin/detector
+USER 65532:65532
+EXPOSE 8084
+ENTRYPOINT ["/usr/local/bin/detector"]

@@ -31,10 +31,10 @@ var stacks = []struct {
 	sink     string // "postgres" or "clickhouse"
 	source   string // "mocker" or "goflow2"
 }{
-	{"docker-compose-postgres-mock.yml", []string{"kafka", "kafka-init", "enricher", "mocker", "postgres", "inserter", "prometheus", "grafana"}, "postgres", "mocker"},
-	{"docker-compose-postgres-collect.yml", []string{"kafka", "kafka-init", "enricher", "goflow2", "postgres", "inserter", "prometheus", "grafana"}, "postgres", "goflow2"},
-	{"docker-compose-clickhouse-mock.yml", []string{"kafka", "kafka-init", "enricher", "mocker", "clickhouse", "prometheus", "grafana"}, "clickhouse", "mocker"},
-	{"docker-compose-clickhouse-collect.yml", []string{"kafka", "kafka-init", "enricher", "goflow2", "clickhouse", "prometheus", "grafana"}, "clickhouse", "goflow2"},
+	{"docker-compose-postgres-mock.yml", []string{"kafka", "kafka-init", "enricher", "detector", "mocker", "postgres", "inserter", "prometheus", "grafana"}, "postgres", "mocker"},
+	{"docker-compose-postgres-collect.yml", []string{"kafka", "kafka-init", "enricher", "detector", "goflow2", "postgres", "inserter", "prometheus", "grafana"}, "postgres", "goflow2"},
+	{"docker-compose-clickhouse-mock.yml", []string{"kafka", "kafka-init", "enricher", "detector", "mocker", "clickhouse", "prometheus", "grafana"}, "clickhouse", "mocker"},
+	{"docker-compose-clickhouse-collect.yml", []string{"kafka", "kafka-init", "enricher", "detector", "goflow2", "clickhouse", "prometheus", "grafana"}, "clickhouse", "goflow2"},
 }
 
 // repoRoot is the repository's top level, one up from this package.
@@ -276,9 +276,9 @@ func TestStartupOrder(t *testing.T) {
 				}
 			}
 			// Whatever talks to Kafka starts after the topic exists.
-			consumers := []string{st.source, "enricher", st.sink}
+			consumers := []string{st.source, "enricher", "detector", st.sink}
 			if st.sink == "postgres" {
-				consumers = []string{st.source, "enricher", "inserter"}
+				consumers = []string{st.source, "enricher", "detector", "inserter"}
 			}
 			for _, name := range consumers {
 				d, ok := p.Services[name].DependsOn["kafka-init"]
@@ -299,7 +299,7 @@ func TestStartupOrder(t *testing.T) {
 			for _, m := range topicRe.FindAllStringSubmatch(args, -1) {
 				topics[m[1]] = m[2]
 			}
-			if want := map[string]string{"flows": "6", "flows-enriched": "6", "flows-dlq": "1"}; !maps.Equal(topics, want) {
+			if want := map[string]string{"flows": "6", "flows-enriched": "6", "flows-dlq": "1", "alerts": "1"}; !maps.Equal(topics, want) {
 				t.Errorf("kafka-init creates topics (name: partitions) %v, want %v", topics, want)
 			}
 			if d := init.DependsOn["kafka"]; d.Condition != types.ServiceConditionHealthy {
@@ -439,7 +439,7 @@ func buildBinary(t *testing.T, name string) string {
 		if binaries.err != nil {
 			return
 		}
-		for _, cmd := range []string{"mocker", "inserter", "demo", "enricher"} {
+		for _, cmd := range []string{"mocker", "inserter", "demo", "enricher", "detector"} {
 			c := exec.Command("go", "build", "-o", filepath.Join(binaries.dir, cmd), "./cmd/"+cmd)
 			c.Dir = repoRoot(t)
 			if out, err := c.CombinedOutput(); err != nil {
@@ -501,7 +501,7 @@ func TestOurCommandsFlags(t *testing.T) {
 	checked := 0
 	for _, st := range stacks {
 		p := load(t, st.file)
-		for _, name := range []string{"mocker", "inserter", "enricher"} {
+		for _, name := range []string{"mocker", "inserter", "enricher", "detector"} {
 			svc, ok := p.Services[name]
 			if !ok {
 				continue
@@ -664,7 +664,8 @@ func TestPrometheusTargets(t *testing.T) {
 					}
 				}
 			}
-			want := map[string]string{st.source: metricsPort(p.Services[st.source]), "enricher": metricsPort(p.Services["enricher"])}
+			want := map[string]string{st.source: metricsPort(p.Services[st.source]), "enricher": metricsPort(p.Services["enricher"]),
+				"detector": metricsPort(p.Services["detector"])}
 			if st.sink == "postgres" {
 				want["inserter"] = metricsPort(p.Services["inserter"])
 			} else {
@@ -864,8 +865,8 @@ func TestStopGracePeriod(t *testing.T) {
 			}
 		})
 	}
-	if checked != 8 {
-		t.Errorf("checked %d services, want the enricher of every stack, the inserter of two and the mocker of two (8)", checked)
+	if checked != 12 {
+		t.Errorf("checked %d services, want the enricher and the detector of every stack, the inserter of two and the mocker of two (12)", checked)
 	}
 }
 

@@ -91,7 +91,7 @@ func TestDockerfile(t *testing.T) {
 		t.Error("no golang build stage")
 	}
 	all := func(s stage) string { return strings.Join(s.lines, "\n") }
-	for _, target := range []string{"mocker", "inserter", "enricher"} {
+	for _, target := range []string{"mocker", "inserter", "enricher", "detector"} {
 		final, ok := byName[target]
 		if !ok {
 			t.Errorf("no stage named %s: `docker build --target %s` and compose need it", target, target)

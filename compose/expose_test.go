@@ -35,7 +35,7 @@ func TestDockerfileExposesMetricsPorts(t *testing.T) {
 		}
 		checked++
 	}
-	if checked != 3 {
-		t.Errorf("checked %d images, want the mocker's, the inserter's and the enricher's (3)", checked)
+	if checked != 4 {
+		t.Errorf("checked %d images, want the mocker's, the inserter's, the enricher's and the detector's (4)", checked)
 	}
 }
