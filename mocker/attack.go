@@ -172,6 +172,41 @@ func ParseAttack(s string) (Attack, error) {
 	return a, nil
 }
 
+// AttackFlag is the repeatable -attack flag (a flag.Value) of the mocker
+// and the demo: each value appends to *Attacks, and one value (or an
+// ATTACK environment variable) may hold several separated by ";".
+type AttackFlag struct{ Attacks *[]Attack }
+
+// AttackFlagUsage is the -attack flag's help.
+var AttackFlagUsage = "add an attack to the normal traffic, e.g. target=203.0.113.7,vector=dns-amp,start=60s,duration=30s,pps=80000 " +
+	"(start after the first flow; pps as the target receives it); repeatable, or several separated by ';'. Vectors: " + strings.Join(Vectors, ", ")
+
+func (f AttackFlag) String() string {
+	if f.Attacks == nil {
+		return ""
+	}
+	var s []string
+	for _, a := range *f.Attacks {
+		s = append(s, a.String())
+	}
+	return strings.Join(s, ";")
+}
+
+// Set parses v and appends its attacks.
+func (f AttackFlag) Set(v string) error {
+	for part := range strings.SplitSeq(v, ";") {
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		a, err := ParseAttack(part)
+		if err != nil {
+			return err
+		}
+		*f.Attacks = append(*f.Attacks, a)
+	}
+	return nil
+}
+
 // AttackSummary is what the mocker injected for one attack: the event time
 // of its first and last flow, its flows, their sampled packets and what
 // they stand for once scaled by their sampling rate (the file's rate for

@@ -54,35 +54,6 @@ type flags struct {
 	simulateStart                     string
 }
 
-// attackFlag is the repeatable -attack flag; one value (or the ATTACK
-// environment variable) may also hold several attacks separated by ";".
-type attackFlag struct{ attacks *[]mocker.Attack }
-
-func (a attackFlag) String() string {
-	if a.attacks == nil {
-		return ""
-	}
-	var s []string
-	for _, x := range *a.attacks {
-		s = append(s, x.String())
-	}
-	return strings.Join(s, ";")
-}
-
-func (a attackFlag) Set(v string) error {
-	for part := range strings.SplitSeq(v, ";") {
-		if strings.TrimSpace(part) == "" {
-			continue
-		}
-		x, err := mocker.ParseAttack(part)
-		if err != nil {
-			return err
-		}
-		*a.attacks = append(*a.attacks, x)
-	}
-	return nil
-}
-
 // newFlagSet binds the flags to cfg, which holds mocker.DefaultConfig():
 // the flags' defaults are the library's.
 func newFlagSet(stderr io.Writer, cfg *mocker.Config) (*flag.FlagSet, *flags) {
@@ -102,7 +73,7 @@ func newFlagSet(stderr io.Writer, cfg *mocker.Config) (*flag.FlagSet, *flags) {
 	fs.StringVar(&cfg.Addresses, "addresses", cfg.Addresses, "address plan: realistic (real public prefixes of well-known networks, local customers and exporters from -networks and -exporters) or documentation (documentation and private space only)")
 	fs.StringVar(&cfg.NetworksFile, "networks", cfg.NetworksFile, "realistic plan: networks file (enricher format) whose role: customer prefixes are the local side; empty = the built-in config/demo-networks.yml")
 	fs.StringVar(&cfg.ExportersFile, "exporters", cfg.ExportersFile, "realistic plan: exporters file (enricher format) with the exporters and interfaces flows go through; empty = the built-in config/demo-exporters.yml")
-	fs.Var(attackFlag{&cfg.Attacks}, "attack", "add an attack to the normal traffic, e.g. target=203.0.113.7,vector=dns-amp,start=60s,duration=30s,pps=80000 (start after the first flow; pps as the target receives it); repeatable, or several separated by ';'. Vectors: "+strings.Join(mocker.Vectors, ", "))
+	fs.Var(mocker.AttackFlag{Attacks: &cfg.Attacks}, "attack", mocker.AttackFlagUsage)
 	fs.StringVar(&f.simulateStart, "simulate.start", "", "RFC3339 time: stamp flows with a simulated clock starting there and advancing 1/-rate per flow, sending as fast as possible (event time decoupled from wall time); empty = the wall clock")
 	fs.DurationVar(&cfg.ProgressInterval, "progress.interval", cfg.ProgressInterval, "how often to log progress; 0 = never")
 	fs.StringVar(&f.level, "loglevel", "info", "log level: debug, info, warn or error")
