@@ -20,6 +20,7 @@ var flagPages = map[string]string{
 	"mocker":   "docs/mocker.md",
 	"inserter": "docs/inserter.md",
 	"enricher": "docs/enricher.md",
+	"detector": "docs/detector.md",
 	"demo":     "docs/demo.md",
 }
 

@@ -85,10 +85,10 @@ func TestLateness(t *testing.T) {
 	bad.at = 31 * time.Second
 	m := bad.msg()
 	m.DstAddr = []byte{1, 2, 3}
-	e.Add(m, wall)
+	e.Add(m, 0, wall)
 	m = bad.msg()
 	m.TimeReceivedNs = 0
-	e.Add(m, wall)
+	e.Add(m, 0, wall)
 	got := e.Take()
 	want := Counts{Flows: 4}
 	want.Dropped[dropLate] = 3
@@ -110,7 +110,17 @@ func TestReplayOrder(t *testing.T) {
 	syn := flow{dst: "203.0.113.9", src: "192.0.2.1", proto: 6, tcpFlags: 2, packets: 3 * tp / 1000, rate: 100, srcAS: 64500}
 	syn.bytes = syn.packets * 60
 	all := merge(every(syn, 2, 30, 10), every(dnsFlow("203.0.113.7", 2*th.Addr[VectorDNS].Pps/1000), 5, 22, 10), background())
-	ref := feed(t, newTestEngine(t, testConfig(), th), all...)
+	// Every step closed at the end: the partitions end at different times.
+	run := func(fs []flow) ([]Alert, *Engine) {
+		e := newTestEngine(t, testConfig(), th)
+		for p := range int32(6) {
+			e.Assign(p, wall) // as Run does on assignment
+		}
+		out := feed(t, e, fs...)
+		e.Tick(wall.Add(time.Hour))
+		return append(out, e.Alerts()...), e
+	}
+	ref, _ := run(all)
 	if len(ref) < 4 {
 		t.Fatalf("reference run gave %d alerts, want both attacks", len(ref))
 	}
@@ -119,11 +129,12 @@ func TestReplayOrder(t *testing.T) {
 		parts := make([][]flow, 6)
 		for _, f := range all {
 			p := rng.IntN(6)
+			f.part = int32(p)
 			parts[p] = append(parts[p], f)
 		}
 		// Interleave: take a run of flows from a random partition, as
-		// fetches do, keeping the partitions within 3 s of each other
-		// (the lateness is 5 s).
+		// fetches do, keeping the partitions within 12 s of each other
+		// (more than the 5 s lateness, less than the 20 s Config.MaxSkew).
 		var order []flow
 		for {
 			var live []int
@@ -134,7 +145,7 @@ func TestReplayOrder(t *testing.T) {
 				}
 			}
 			for i, p := range parts {
-				if len(p) > 0 && p[0].at <= lo+2*time.Second {
+				if len(p) > 0 && p[0].at <= lo+10*time.Second {
 					live = append(live, i)
 				}
 			}
@@ -142,13 +153,12 @@ func TestReplayOrder(t *testing.T) {
 				break
 			}
 			p := live[rng.IntN(len(live))]
-			for n := 1 + rng.IntN(20); n > 0 && len(parts[p]) > 0 && parts[p][0].at <= lo+3*time.Second; n-- {
+			for n := 1 + rng.IntN(20); n > 0 && len(parts[p]) > 0 && parts[p][0].at <= lo+12*time.Second; n-- {
 				order = append(order, parts[p][0])
 				parts[p] = parts[p][1:]
 			}
 		}
-		e := newTestEngine(t, testConfig(), th)
-		got := feed(t, e, order...)
+		got, e := run(order)
 		if c := e.Take(); c.Dropped[dropLate] != 0 {
 			t.Fatalf("%d flows late; the interleaving is wider than the lateness", c.Dropped[dropLate])
 		}
@@ -168,7 +178,8 @@ func TestReplayOrder(t *testing.T) {
 func TestIdleEnds(t *testing.T) {
 	th := DefaultThresholds()
 	e := newTestEngine(t, testConfig(), th)
-	var m = dnsFlow("203.0.113.7", 2*th.Addr[VectorDNS].Pps/1000)
+	p := 2 * th.Addr[VectorDNS].Pps // 10 flows/s × p/1000 packets × 1:100
+	m := dnsFlow("203.0.113.7", p/1000)
 	got := feed(t, e, every(m, 0, 10, 10)...)
 	// The last flow, at 9.9 s, closed the steps up to 3.
 	if len(got) != 1 || got[0].Event != EventStart {
@@ -182,11 +193,11 @@ func TestIdleEnds(t *testing.T) {
 	e.Tick(wall.Add(5*time.Second + 5*time.Second + 10*time.Second + time.Second))
 	got = append(got, e.Alerts()...)
 	want := []brief{
-		{event: EventStart, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 3 * time.Second, bps: 4e6 * 800, pps: 4e6, flows: 10},
-		{event: EventUpdate, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 8 * time.Second, bps: 4e6 * 800, pps: 4e6, flows: 10, peakPps: 4e6},
-		{event: EventUpdate, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 13 * time.Second, bps: 7 * 4e6 * 800 / 10, pps: 7 * 4e6 / 10, flows: 7, peakPps: 4e6},
-		{event: EventUpdate, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 18 * time.Second, bps: 2 * 4e6 * 800 / 10, pps: 2 * 4e6 / 10, flows: 2, peakPps: 4e6},
-		{event: EventEnd, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 20 * time.Second, bps: 4e6 * 800, pps: 4e6, flows: 10, peakPps: 4e6, duration: 10},
+		{event: EventStart, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 3 * time.Second, bps: p * 800, pps: p, flows: 10},
+		{event: EventUpdate, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 8 * time.Second, bps: p * 800, pps: p, flows: 10, peakPps: p},
+		{event: EventUpdate, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 13 * time.Second, bps: 7 * p * 800 / 10, pps: 7 * p / 10, flows: 7, peakPps: p},
+		{event: EventUpdate, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 18 * time.Second, bps: 2 * p * 800 / 10, pps: 2 * p / 10, flows: 2, peakPps: p},
+		{event: EventEnd, target: "203.0.113.7", net: "customer-a", vector: "dns-amp", at: 20 * time.Second, bps: p * 800, pps: p, flows: 10, peakPps: p, duration: 10},
 	}
 	diff(t, got, want)
 }

@@ -37,9 +37,13 @@ type Config struct {
 	// Lateness is how far behind the newest flow's time_received a flow
 	// may arrive and still count; later ones are dropped (reason late).
 	Lateness time.Duration
-	// Idle: when no flow arrived for this long (wall clock), event time
-	// advances with the wall clock, so the last steps close and attacks
-	// end even when the traffic stops.
+	// MaxSkew is how far the partitions may be apart in event time: the
+	// watermark waits for the slowest partition up to this far behind the
+	// newest flow (a consumer catching up reads each partition in chunks).
+	MaxSkew time.Duration
+	// Idle: a partition without a flow for this long (wall clock) stops
+	// holding the watermark back; with no flow at all, event time
+	// advances with the wall clock, so attacks end when the traffic stops.
 	Idle time.Duration
 	// StartSteps: an attack starts when a threshold holds for this many
 	// consecutive steps.
@@ -79,6 +83,7 @@ func DefaultConfig() Config {
 		Step:                time.Second,
 		Window:              10 * time.Second,
 		Lateness:            5 * time.Second,
+		MaxSkew:             20 * time.Second,
 		Idle:                5 * time.Second,
 		StartSteps:          3,
 		EndAfter:            10 * time.Second,
@@ -167,8 +172,8 @@ func (c Config) validateDetection() []error {
 	if c.Step > 0 && c.Window/c.Step > 600 {
 		bad("Config.Window %s is more than 600 steps of Config.Step %s", c.Window, c.Step)
 	}
-	if c.Lateness < 0 || (c.Step > 0 && c.Lateness/c.Step > 600) {
-		bad("Config.Lateness %s must be between 0 and 600 steps", c.Lateness)
+	if c.Lateness < 0 || c.MaxSkew < 0 || (c.Step > 0 && (c.Lateness+c.MaxSkew)/c.Step > 600) {
+		bad("Config.Lateness %s and Config.MaxSkew %s must not be negative, and together at most 600 steps", c.Lateness, c.MaxSkew)
 	}
 	if c.Idle <= 0 {
 		bad("Config.Idle %s must be positive", c.Idle)

@@ -47,8 +47,10 @@ type Detector struct {
 	snap   *Engine // the state at the last commit
 	hook   *webhook
 	ready  atomic.Bool
-	mu     sync.Mutex
-	active []Alert
+	// assigned hands the partitions assigned (a client goroutine) to the loop.
+	assigned atomic.Pointer[map[string][]int32]
+	mu       sync.Mutex
+	active   []Alert
 }
 
 // New validates cfg and loads the thresholds file (an error if it does not
@@ -133,7 +135,14 @@ func (d *Detector) Run(ctx context.Context) error {
 	})
 	// Alerts are keyed by target: Kafka's usual key hash picks the
 	// partition, so one target's alerts stay in order.
-	opts = append(opts, kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+	opts = append(opts, kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		// Small fetches per partition: a consumer catching up then reads
+		// the partitions a few seconds of event time at a time, well
+		// within Config.MaxSkew of each other.
+		kgo.FetchMaxPartitionBytes(256<<10),
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+			d.assigned.Store(&assigned)
+		}))
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
 		return fmt.Errorf("create the Kafka transactional client (check Config.Brokers): %w", err)
@@ -150,6 +159,7 @@ func (d *Detector) Run(ctx context.Context) error {
 	t := &dtxn{invalid: map[string]int{}}
 	prodCtx := context.WithoutCancel(ctx)
 	var msg pb.FlowMessage
+	var mg merger
 	for ctx.Err() == nil {
 		wait := cfg.TransactionInterval
 		if t.open {
@@ -168,6 +178,11 @@ func (d *Detector) Run(ctx context.Context) error {
 		})
 		d.eng.SetThresholds(d.th.current())
 		now := time.Now()
+		if a := d.assigned.Swap(nil); a != nil {
+			for _, p := range (*a)[cfg.Topic] {
+				d.eng.Assign(p, now)
+			}
+		}
 		var berr error
 		begin := func() {
 			if !t.open && berr == nil {
@@ -176,11 +191,12 @@ func (d *Detector) Run(ctx context.Context) error {
 				}
 			}
 		}
-		fetches.EachRecord(func(r *kgo.Record) {
+		mg.reset(fetches)
+		for r := mg.next(); r != nil; r = mg.next() {
 			begin()
 			t.records++
 			if err := pb.UnmarshalRecord(r.Value, &msg, func(m *pb.FlowMessage) error {
-				d.eng.Add(m, now)
+				d.eng.Add(m, r.Partition, now)
 				return nil
 			}); err != nil {
 				reason := pb.FrameReason(err)
@@ -189,7 +205,7 @@ func (d *Detector) Run(ctx context.Context) error {
 				}
 				t.invalid[reason]++
 			}
-		})
+		}
 		d.eng.Tick(now)
 		for _, a := range d.eng.Alerts() {
 			begin()

@@ -180,7 +180,7 @@ const (
 	scoreUnit   = 1024
 	admitScore  = scoreUnit / 8
 	sketchDepth = 4
-	sketchWidth = 1 << 17
+	sketchWidth = 1 << 16
 	evictSample = 8
 )
 
@@ -202,10 +202,13 @@ type Engine struct {
 	window, open, r      int
 	startSteps, endSteps int32
 	updateSteps          int64
-	maxT                 int64 // newest time_received seen (ns)
+	maxT                 int64 // newest time_received seen (ns), over every partition
 	closed               int64 // steps before this are closed; valid when started
 	started              bool
-	lastWall             time.Time
+	lastWall             time.Time // of the last flow
+	parts                map[int32]*pstate
+	lastPart             int32
+	lastPS               *pstate
 	sk                   []sketch
 	idx                  map[[16]byte]int32
 	ents                 []entry
@@ -227,8 +230,10 @@ func NewEngine(cfg Config, th *Thresholds) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, stepNs: int64(cfg.Step)}
 	e.window = int(cfg.Window / cfg.Step)
-	e.open = int((cfg.Lateness+cfg.Step-1)/cfg.Step) + 1
+	// Open steps: from the watermark minus the lateness to the newest flow.
+	e.open = int((cfg.Lateness+cfg.MaxSkew+cfg.Step-1)/cfg.Step) + 2
 	e.r = e.window + e.open + 1
+	e.parts = map[int32]*pstate{}
 	e.startSteps = int32(cfg.StartSteps)
 	e.endSteps = int32(cfg.EndAfter / cfg.Step)
 	e.updateSteps = int64(cfg.UpdateEvery / cfg.Step)
@@ -324,9 +329,56 @@ func key16(b []byte) ([16]byte, bool) {
 
 func (e *Engine) stepOf(t int64) int64 { return t / e.stepNs }
 
-// Add counts one flow. wall is the wall clock (for Config.MaxFuture and
-// Config.Idle).
-func (e *Engine) Add(m *pb.FlowMessage, wall time.Time) {
+// pstate is a partition's progress in event time.
+type pstate struct {
+	maxT int64     // newest time_received read from it; 0: none yet
+	wall time.Time // when it last gave a flow, or was assigned
+}
+
+// Assign declares a partition before its first flow, so the watermark
+// waits for it (up to Config.Idle) instead of leaving its flows late.
+func (e *Engine) Assign(part int32, wall time.Time) {
+	if e.parts[part] == nil {
+		e.parts[part] = &pstate{wall: wall}
+	}
+}
+
+func (e *Engine) part(p int32, wall time.Time) *pstate {
+	if e.lastPS != nil && e.lastPart == p {
+		return e.lastPS
+	}
+	ps := e.parts[p]
+	if ps == nil {
+		ps = &pstate{wall: wall}
+		e.parts[p] = ps
+	}
+	e.lastPart, e.lastPS = p, ps
+	return ps
+}
+
+// watermark is the event time every partition has reached: the least of
+// the partitions' newest flows, leaving out partitions idle for
+// Config.Idle (wall clock), and not more than Config.MaxSkew behind the
+// newest flow. When every partition is idle, it is the newest flow plus
+// the wall time since the last flow beyond Config.Idle.
+func (e *Engine) watermark(wall time.Time) int64 {
+	w, any := int64(math.MaxInt64), false
+	for _, ps := range e.parts {
+		if wall.Sub(ps.wall) >= e.cfg.Idle {
+			continue
+		}
+		any = true
+		w = min(w, ps.maxT)
+	}
+	if !any {
+		return e.maxT + max(int64(wall.Sub(e.lastWall)-e.cfg.Idle), 0)
+	}
+	return max(w, e.maxT-int64(e.cfg.MaxSkew))
+}
+
+// Add counts one flow read from partition part. wall is the wall clock
+// (for Config.MaxFuture and Config.Idle).
+func (e *Engine) Add(m *pb.FlowMessage, part int32, wall time.Time) {
 	if m.TimeReceivedNs == 0 {
 		e.counts.Dropped[dropNoTime]++
 		return
@@ -342,13 +394,23 @@ func (e *Engine) Add(m *pb.FlowMessage, wall time.Time) {
 		return
 	}
 	e.lastWall = wall
+	ps := e.part(part, wall)
+	ps.wall = wall
 	if !e.started {
+		// Room for the other partitions' first flows, up to the skew.
 		e.started, e.maxT = true, t
-		e.closed = e.stepOf(t - int64(e.cfg.Lateness))
+		e.closed = e.stepOf(t - int64(e.cfg.Lateness) - int64(e.cfg.MaxSkew))
 	}
-	if t > e.maxT {
-		e.maxT = t
-		e.advance(t)
+	if t > ps.maxT {
+		// The watermark can close a step only when a partition's newest
+		// flow (less the lateness) moves into another step.
+		lat := int64(e.cfg.Lateness)
+		crossed := e.stepOf(t-lat) != e.stepOf(ps.maxT-lat)
+		ps.maxT = t
+		e.maxT = max(e.maxT, t)
+		if crossed {
+			e.advance(e.watermark(wall))
+		}
 	}
 	k := e.stepOf(t)
 	if k < e.closed {
@@ -399,8 +461,9 @@ func (e *Engine) count(en *entry, lim *[NumVectors]limits, k int64, v Vector, bi
 
 func (e *Engine) sources(en *entry, l *limits, v Vector, c counters, k int64, pk uint64, m *pb.FlowMessage) {
 	s := &en.vs[v]
+	hot := l.set && l.hot(c)
 	if s.tops == nil {
-		if !l.set || !(l.hot(c) || s.active) {
+		if !hot && !s.active {
 			return
 		}
 		if s.tops = e.newTops(); s.tops == nil {
@@ -408,7 +471,9 @@ func (e *Engine) sources(en *entry, l *limits, v Vector, c counters, k int64, pk
 		}
 	}
 	t := s.tops
-	t.last = max(t.last, k)
+	if hot {
+		t.hot = max(t.hot, k)
+	}
 	if a, ok := key16(m.SrcAddr); ok {
 		t.addr.add(a, pk)
 	}
@@ -549,20 +614,19 @@ func (e *Engine) release(i int32) {
 	e.free = append(e.free, i)
 }
 
-// Tick advances event time with the wall clock once no flow arrived for
-// Config.Idle, so the last steps close when the traffic stops.
+// Tick moves the watermark on by the wall clock: partitions idle for
+// Config.Idle stop holding it back, and when no flow arrives at all it
+// advances with the wall clock, so the last steps close when the traffic
+// stops.
 func (e *Engine) Tick(wall time.Time) {
 	if !e.started {
 		return
 	}
-	idle := wall.Sub(e.lastWall) - e.cfg.Idle
-	if idle <= 0 {
-		return
-	}
-	e.advance(e.maxT + int64(idle))
+	e.advance(e.watermark(wall))
 }
 
-// advance closes every step that ends at least Config.Lateness before t.
+// advance closes every step that ends at least Config.Lateness before the
+// watermark t.
 func (e *Engine) advance(t int64) {
 	to := e.stepOf(t-int64(e.cfg.Lateness)) - 1 // the last step to close
 	for e.closed <= to {
@@ -682,8 +746,10 @@ func (e *Engine) decideVector(en *entry, l *limits, v Vector, k int64) {
 	}
 }
 
+// maybeFreeTops frees the sources of a vector neither in an attack nor
+// hot in a step after k.
 func (e *Engine) maybeFreeTops(s *vstate, k int64) {
-	if s.tops != nil && s.tops.last <= k {
+	if s.tops != nil && !s.active && s.up == 0 && s.tops.hot <= k {
 		e.freeTops(s)
 	}
 }

@@ -31,6 +31,7 @@ type flow struct {
 	net      string // dst_net_name
 	exporter string
 	sampler  string
+	part     int32 // the Kafka partition it is read from
 }
 
 func (f flow) msg() *pb.FlowMessage {
@@ -67,7 +68,7 @@ func feed(t testing.TB, e *Engine, fs ...flow) []Alert {
 	var m pb.FlowMessage
 	var out []Alert
 	for _, f := range fs {
-		if err := pb.UnmarshalRecord(record(t, f), &m, func(m *pb.FlowMessage) error { e.Add(m, wall); return nil }); err != nil {
+		if err := pb.UnmarshalRecord(record(t, f), &m, func(m *pb.FlowMessage) error { e.Add(m, f.part, wall); return nil }); err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, e.Alerts()...)

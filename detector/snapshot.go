@@ -10,9 +10,17 @@ import "maps"
 func (e *Engine) copyTo(d *Engine) {
 	d.SetThresholds(e.th)
 	d.maxT, d.closed, d.started, d.lastWall, d.rng = e.maxT, e.closed, e.started, e.lastWall, e.rng
-	for i := range e.sk {
-		d.sk[i].step = e.sk[i].step
-		copy(d.sk[i].c, e.sk[i].c)
+	clear(d.parts)
+	for p, ps := range e.parts {
+		c := *ps
+		d.parts[p] = &c
+	}
+	d.lastPS = nil
+	// The sketches are not copied (tens of MB each commit): after an
+	// abort, destinations not tracked yet are seen afresh, which delays
+	// their tracking by at most a step.
+	for i := range d.sk {
+		d.sk[i].step = -1
 	}
 	clear(d.idx)
 	maps.Copy(d.idx, e.idx)

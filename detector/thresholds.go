@@ -45,18 +45,18 @@ func DefaultThresholds() *Thresholds {
 	t := &Thresholds{}
 	amp := Limit{Bps: 1_000_000_000, Pps: 200_000, Flows: 200}
 	t.Addr = [NumVectors]Limit{
-		VectorTotal:     {Bps: 100_000_000_000, Pps: 20_000_000, Flows: 5000},
+		VectorTotal:     {Bps: 250_000_000_000, Pps: 50_000_000, Flows: 5000},
 		VectorFragment:  amp,
-		VectorICMP:      {Bps: 2_000_000_000, Pps: 2_000_000, Flows: 400},
-		VectorSYN:       {Bps: 10_000_000_000, Pps: 2_000_000, Flows: 400},
-		VectorDNS:       {Bps: 4_000_000_000, Pps: 2_000_000, Flows: 400},
-		VectorNTP:       {Bps: 1_000_000_000, Pps: 1_000_000, Flows: 200},
+		VectorICMP:      {Bps: 6_000_000_000, Pps: 8_000_000, Flows: 400},
+		VectorSYN:       {Bps: 25_000_000_000, Pps: 5_000_000, Flows: 400},
+		VectorDNS:       {Bps: 8_000_000_000, Pps: 4_000_000, Flows: 400},
+		VectorNTP:       {Bps: 2_000_000_000, Pps: 2_000_000, Flows: 200},
 		VectorSSDP:      amp,
 		VectorMemcached: amp,
 		VectorCLDAP:     amp,
 		VectorChargen:   amp,
 		VectorSNMP:      amp,
-		VectorUDP:       {Bps: 20_000_000_000, Pps: 5_000_000, Flows: 1000},
+		VectorUDP:       {Bps: 50_000_000_000, Pps: 12_000_000, Flows: 1200},
 	}
 	return t
 }

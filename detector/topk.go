@@ -79,7 +79,7 @@ type tops struct {
 	as      topK[uint32]
 	country topK[string]
 	exp     topK[exporterKey]
-	last    int64 // the latest step a flow was added for
+	hot     int64 // the latest step the vector was hot in (half a threshold)
 }
 
 func (t *tops) reset() { *t = tops{} }

@@ -39,16 +39,17 @@ var flagOf = map[string]string{
 	"ThresholdsFile":      "-thresholds",
 	"PollInterval":        "-thresholds.poll",
 	"Webhook":             "-webhook",
-	"Step":                "-step",
-	"Window":              "-window",
-	"Lateness":            "-lateness",
-	"Idle":                "-idle",
-	"StartSteps":          "-start.steps",
-	"EndAfter":            "-end.after",
-	"Hysteresis":          "-hysteresis",
-	"UpdateEvery":         "-update.every",
-	"Targets":             "-targets",
-	"MaxFuture":           "-max.future",
+	"Step":                "-detect.step",
+	"Window":              "-detect.window",
+	"Lateness":            "-detect.lateness",
+	"Idle":                "-detect.idle",
+	"MaxSkew":             "-detect.max.skew",
+	"StartSteps":          "-detect.start.steps",
+	"EndAfter":            "-detect.end.after",
+	"Hysteresis":          "-detect.hysteresis",
+	"UpdateEvery":         "-detect.update.every",
+	"Targets":             "-detect.targets",
+	"MaxFuture":           "-detect.max.future",
 }
 
 // flags holds what the command line sets beside the detector.Config.
@@ -75,16 +76,17 @@ func newFlagSet(out io.Writer, cfg *detector.Config) (*flag.FlagSet, *flags) {
 	fs.StringVar(&cfg.ThresholdsFile, "thresholds", cfg.ThresholdsFile, "YAML thresholds file (default, vectors, networks); empty: the built-in thresholds")
 	fs.DurationVar(&cfg.PollInterval, "thresholds.poll", cfg.PollInterval, "reload the thresholds file this soon after it changes (0: only on SIGHUP)")
 	fs.StringVar(&cfg.Webhook, "webhook", cfg.Webhook, "URL to POST every alert to (JSON), retried with backoff from a bounded queue; empty: none")
-	fs.DurationVar(&cfg.Step, "step", cfg.Step, "event-time step: rates are measured per step")
-	fs.DurationVar(&cfg.Window, "window", cfg.Window, "the span update alerts average their figures over (a multiple of -step)")
-	fs.DurationVar(&cfg.Lateness, "lateness", cfg.Lateness, "count flows up to this far behind the newest time_received; later ones are dropped (reason late)")
-	fs.DurationVar(&cfg.Idle, "idle", cfg.Idle, "when no flow arrives for this long, event time follows the wall clock so attacks end")
-	fs.IntVar(&cfg.StartSteps, "start.steps", cfg.StartSteps, "an attack starts when a threshold holds for this many consecutive steps")
-	fs.DurationVar(&cfg.EndAfter, "end.after", cfg.EndAfter, "an attack ends when every rate stays below its threshold times -hysteresis for this long")
-	fs.Float64Var(&cfg.Hysteresis, "hysteresis", cfg.Hysteresis, "fraction of a threshold a rate must fall below for an attack to end")
-	fs.DurationVar(&cfg.UpdateEvery, "update.every", cfg.UpdateEvery, "write an update alert this often while an attack lasts")
-	fs.IntVar(&cfg.Targets, "targets", cfg.Targets, "destinations tracked exactly (heavy hitters; the rest go to a count-min sketch): bounds the memory")
-	fs.DurationVar(&cfg.MaxFuture, "max.future", cfg.MaxFuture, "drop flows stamped more than this after the wall clock (0: no check)")
+	fs.DurationVar(&cfg.Step, "detect.step", cfg.Step, "event-time step: rates are measured per step")
+	fs.DurationVar(&cfg.Window, "detect.window", cfg.Window, "the span update alerts average their figures over (a multiple of -detect.step)")
+	fs.DurationVar(&cfg.Lateness, "detect.lateness", cfg.Lateness, "count flows up to this far behind the newest time_received; later ones are dropped (reason late)")
+	fs.DurationVar(&cfg.MaxSkew, "detect.max.skew", cfg.MaxSkew, "the watermark waits for a partition up to this far behind the newest flow; flows of a partition further behind may be late")
+	fs.DurationVar(&cfg.Idle, "detect.idle", cfg.Idle, "a partition without a flow for this long stops holding the watermark back; with no flow at all, event time follows the wall clock so attacks end")
+	fs.IntVar(&cfg.StartSteps, "detect.start.steps", cfg.StartSteps, "an attack starts when a threshold holds for this many consecutive steps")
+	fs.DurationVar(&cfg.EndAfter, "detect.end.after", cfg.EndAfter, "an attack ends when every rate stays below its threshold times -detect.hysteresis for this long")
+	fs.Float64Var(&cfg.Hysteresis, "detect.hysteresis", cfg.Hysteresis, "fraction of a threshold a rate must fall below for an attack to end")
+	fs.DurationVar(&cfg.UpdateEvery, "detect.update.every", cfg.UpdateEvery, "write an update alert this often while an attack lasts")
+	fs.IntVar(&cfg.Targets, "detect.targets", cfg.Targets, "destinations tracked exactly (heavy hitters; the rest go to a count-min sketch): bounds the memory")
+	fs.DurationVar(&cfg.MaxFuture, "detect.max.future", cfg.MaxFuture, "drop flows stamped more than this after the wall clock (0: no check)")
 	fs.StringVar(&f.metricsAddr, "metrics.addr", ":8084", "address serving /metrics, /healthz and /readyz (empty disables)")
 	fs.StringVar(&f.probe, "probe", "", cli.ProbeFlagUsage)
 	fs.StringVar(&f.logLevel, "loglevel", "info", "log level: debug, info, warn or error")

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spendletonliveaction/flow-pipeline/detector"
 	"github.com/spendletonliveaction/flow-pipeline/enricher"
 	"github.com/spendletonliveaction/flow-pipeline/enricher/sources"
 	"github.com/spendletonliveaction/flow-pipeline/inserter"
@@ -37,7 +38,7 @@ func (r *recorder) Register(c prometheus.Collector) error {
 // metricName is docs/conventions.md's rule:
 // flowpipeline_<component>_<what>_<unit|total>, where the unit is a base
 // unit or the thing counted, and a 0/1 state gauge is named for the state.
-var metricName = regexp.MustCompile(`^flowpipeline_(mocker|inserter|enricher)_[a-z0-9_]+_(total|seconds|bytes|flows|records)$|^flowpipeline_(mocker|inserter|enricher)_ready$`)
+var metricName = regexp.MustCompile(`^flowpipeline_(mocker|inserter|enricher|detector)_[a-z0-9_]+_(total|seconds|bytes|flows|records|attacks)$|^flowpipeline_(mocker|inserter|enricher|detector)_ready$`)
 
 func TestMetricNames(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -58,8 +59,12 @@ func TestMetricNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	nEnricher := len(rec.names) - nMocker - nInserter
-	if nMocker < 4 || nInserter < 10 || nEnricher < 9 {
-		t.Fatalf("saw only %d mocker, %d inserter and %d enricher metrics: %q", nMocker, nInserter, nEnricher, rec.names)
+	if _, err := detector.New(detector.DefaultConfig(), logger, rec); err != nil {
+		t.Fatal(err)
+	}
+	nDetector := len(rec.names) - nMocker - nInserter - nEnricher
+	if nMocker < 4 || nInserter < 10 || nEnricher < 9 || nDetector < 10 {
+		t.Fatalf("saw only %d mocker, %d inserter, %d enricher and %d detector metrics: %q", nMocker, nInserter, nEnricher, nDetector, rec.names)
 	}
 	for _, name := range rec.names {
 		if !metricName.MatchString(name) {
