@@ -514,7 +514,7 @@ func TestPostgresQueries(t *testing.T) {
 	if err != nil || res.Flows != len(flows) {
 		t.Fatalf("write %d flows: stored %d, %v", len(flows), res.Flows, err)
 	}
-	if _, err := sink.StoreAlerts(ctx, dashboardAlerts(end)); err != nil {
+	if _, err := sink.StoreAlerts(ctx, sinkAlerts(t, dashboardAlerts(end))); err != nil {
 		t.Fatal(err)
 	}
 	exp.attacks = wantAttackRows(end)

@@ -9,7 +9,6 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/spendletonliveaction/flow-pipeline/detector"
 	"github.com/spendletonliveaction/flow-pipeline/inserter/pgsink"
 )
 
@@ -181,10 +180,10 @@ func (h *alertsHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sar
 
 // decodeAlerts returns the alerts of msgs that can be stored; the others
 // are counted by reason and logged (at most once per reason per 10 s).
-func (in *Inserter) decodeAlerts(msgs []*sarama.ConsumerMessage) []detector.Alert {
-	out := make([]detector.Alert, 0, len(msgs))
+func (in *Inserter) decodeAlerts(msgs []*sarama.ConsumerMessage) []pgsink.Alert {
+	out := make([]pgsink.Alert, 0, len(msgs))
 	for _, m := range msgs {
-		var a detector.Alert
+		var a pgsink.Alert
 		err := json.Unmarshal(m.Value, &a)
 		reason := ReasonBadMessage
 		if err == nil {

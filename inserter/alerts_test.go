@@ -125,6 +125,25 @@ FROM alerts ORDER BY id, at`)
 	return out
 }
 
+// TestAlertMatchesDetector: pgsink.Alert, which the inserter decodes the
+// alerts topic into, has exactly detector.Alert's JSON keys and types.
+func TestAlertMatchesDetector(t *testing.T) {
+	fields := func(typ reflect.Type) map[string]string {
+		out := map[string]string{}
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			if f.IsExported() {
+				out[f.Tag.Get("json")] = f.Type.String()
+			}
+		}
+		return out
+	}
+	sink, det := fields(reflect.TypeFor[pgsink.Alert]()), fields(reflect.TypeFor[detector.Alert]())
+	if !reflect.DeepEqual(sink, det) {
+		t.Fatalf("pgsink.Alert's JSON fields %v differ from detector.Alert's %v", sink, det)
+	}
+}
+
 // TestAlertsExactlyOnce, on the real broker and PostgreSQL: alerts a
 // crashed predecessor stored without committing its Kafka offsets are
 // delivered again and left out; every other alert is stored once with
@@ -155,7 +174,7 @@ func TestAlertsExactlyOnce(t *testing.T) {
 	if err := sink.CreateSchema(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := sink.StoreAlerts(ctx, first[:25]); err != nil || n != 25 {
+	if n, err := sink.StoreAlerts(ctx, sinkAlerts(t, first[:25])); err != nil || n != 25 {
 		t.Fatalf("StoreAlerts = %d, %v; want 25 stored", n, err)
 	}
 	sink.Close()
@@ -203,4 +222,19 @@ func TestAlertsExactlyOnce(t *testing.T) {
 			t.Errorf("row %d:\n got  %+v\n want %+v", i, got[i], want[i])
 		}
 	}
+}
+
+// sinkAlerts converts the detector's alerts to the inserter's through
+// their JSON, as the alerts topic carries them.
+func sinkAlerts(t testing.TB, alerts []detector.Alert) []pgsink.Alert {
+	t.Helper()
+	b, err := json.Marshal(alerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []pgsink.Alert
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

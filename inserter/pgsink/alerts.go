@@ -9,8 +9,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/spendletonliveaction/flow-pipeline/detector"
 )
 
 // alertsDDL is the alerts table: one row per event (start, update, end)
@@ -45,6 +43,38 @@ var alertsDDL = []string{
 	"CREATE INDEX IF NOT EXISTS alerts_at ON alerts (at)",
 }
 
+// Alert is one record of the detector's alerts topic, as JSON: the same
+// keys and types as detector.Alert (inserter's TestAlertMatchesDetector
+// keeps them equal). A copy rather than an import: the detector's tests
+// use this package's helpers.
+type Alert struct {
+	Event         string    `json:"event"`
+	ID            string    `json:"id"`
+	Target        string    `json:"target"`
+	TargetNet     string    `json:"target_net"`
+	Vector        string    `json:"vector"`
+	At            time.Time `json:"at"`
+	Bps           uint64    `json:"bps"`
+	Pps           uint64    `json:"pps"`
+	Flows         uint64    `json:"flows"`
+	TopSrcAddr    []string  `json:"top_src_addr"`
+	TopSrcAS      []uint32  `json:"top_src_as"`
+	TopSrcCountry []string  `json:"top_src_country"`
+	Exporters     []string  `json:"exporters"`
+	Started       string    `json:"started,omitempty"`
+	PeakBps       uint64    `json:"peak_bps,omitempty"`
+	PeakPps       uint64    `json:"peak_pps,omitempty"`
+	PeakFlows     uint64    `json:"peak_flows,omitempty"`
+	DurationS     float64   `json:"duration_s,omitempty"`
+}
+
+// Events of an alert.
+const (
+	alertStart  = "start"
+	alertUpdate = "update"
+	alertEnd    = "end"
+)
+
 // Bounds of a stored alert, so a broken or hostile record cannot bloat a
 // row or overflow a column.
 const (
@@ -55,7 +85,7 @@ const (
 // ValidateAlert checks that a can be stored as it is, and names the field
 // at fault when it cannot: errors wrap ErrOutOfRange for a text, a list or
 // a figure above its bound; any other is a field that cannot be stored.
-func ValidateAlert(a *detector.Alert) error {
+func ValidateAlert(a *Alert) error {
 	bad := func(outOfRange bool, format string, args ...any) error {
 		if outOfRange {
 			return fmt.Errorf("alert: %w: %s", ErrOutOfRange, fmt.Sprintf(format, args...))
@@ -63,7 +93,7 @@ func ValidateAlert(a *detector.Alert) error {
 		return fmt.Errorf("alert: %s", fmt.Sprintf(format, args...))
 	}
 	switch a.Event {
-	case detector.EventStart, detector.EventUpdate, detector.EventEnd:
+	case alertStart, alertUpdate, alertEnd:
 	default:
 		return bad(false, "event %q is not start, update or end", a.Event)
 	}
@@ -132,7 +162,7 @@ func alertText(name, v string) error {
 // offsets after this returns, so a crash in between delivers the records
 // again, and the key makes the second delivery a no-op — each alert is
 // stored exactly once without keeping offsets in PostgreSQL.
-func (s *Sink) StoreAlerts(ctx context.Context, alerts []detector.Alert) (int64, error) {
+func (s *Sink) StoreAlerts(ctx context.Context, alerts []Alert) (int64, error) {
 	var stored int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
