@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/spendletonliveaction/flow-pipeline/detector"
-	"github.com/spendletonliveaction/flow-pipeline/inserter/pgsink"
 	"github.com/spendletonliveaction/flow-pipeline/internal/testkit/chdb"
 )
 
@@ -217,19 +216,4 @@ func checkClickHouseAnnotations(t *testing.T, s *chdb.Session, end time.Time) {
 		}
 		checkRows(t, "ClickHouse annotation "+a.Name, rows, wantAnnotations(end))
 	}
-}
-
-// sinkAlerts converts the detector's alerts to the inserter's through
-// their JSON, as the alerts topic carries them.
-func sinkAlerts(t *testing.T, alerts []detector.Alert) []pgsink.Alert {
-	t.Helper()
-	b, err := json.Marshal(alerts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []pgsink.Alert
-	if err := json.Unmarshal(b, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }

@@ -514,7 +514,11 @@ func TestPostgresQueries(t *testing.T) {
 	if err != nil || res.Flows != len(flows) {
 		t.Fatalf("write %d flows: stored %d, %v", len(flows), res.Flows, err)
 	}
-	if _, err := sink.StoreAlerts(ctx, sinkAlerts(t, dashboardAlerts(end))); err != nil {
+	alerts, err := pgsink.AlertsOf(dashboardAlerts(end))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sink.StoreAlerts(ctx, alerts); err != nil {
 		t.Fatal(err)
 	}
 	exp.attacks = wantAttackRows(end)

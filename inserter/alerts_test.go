@@ -174,7 +174,11 @@ func TestAlertsExactlyOnce(t *testing.T) {
 	if err := sink.CreateSchema(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := sink.StoreAlerts(ctx, sinkAlerts(t, first[:25])); err != nil || n != 25 {
+	crashed, err := pgsink.AlertsOf(first[:25])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := sink.StoreAlerts(ctx, crashed); err != nil || n != 25 {
 		t.Fatalf("StoreAlerts = %d, %v; want 25 stored", n, err)
 	}
 	sink.Close()
@@ -222,19 +226,4 @@ func TestAlertsExactlyOnce(t *testing.T) {
 			t.Errorf("row %d:\n got  %+v\n want %+v", i, got[i], want[i])
 		}
 	}
-}
-
-// sinkAlerts converts the detector's alerts to the inserter's through
-// their JSON, as the alerts topic carries them.
-func sinkAlerts(t testing.TB, alerts []detector.Alert) []pgsink.Alert {
-	t.Helper()
-	b, err := json.Marshal(alerts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []pgsink.Alert
-	if err := json.Unmarshal(b, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }

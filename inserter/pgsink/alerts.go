@@ -2,6 +2,7 @@ package pgsink
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"strings"
@@ -66,6 +67,20 @@ type Alert struct {
 	PeakPps       uint64    `json:"peak_pps,omitempty"`
 	PeakFlows     uint64    `json:"peak_flows,omitempty"`
 	DurationS     float64   `json:"duration_s,omitempty"`
+}
+
+// AlertsOf converts alerts of another type with the same JSON (the
+// detector's) through their JSON, as the alerts topic carries them.
+func AlertsOf(alerts any) ([]Alert, error) {
+	b, err := json.Marshal(alerts)
+	if err != nil {
+		return nil, fmt.Errorf("encode the alerts as JSON: %w", err)
+	}
+	var out []Alert
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("decode the alerts' JSON: %w", err)
+	}
+	return out, nil
 }
 
 // Events of an alert.
