@@ -68,10 +68,12 @@ func (in *Inserter) runAlerts(ctx context.Context) {
 	group := in.cfg.Group + alertsGroupSuffix
 	backoff := in.cfg.RetryMin
 	var cg sarama.ConsumerGroup
+	var client sarama.Client
 	for cg == nil {
 		// A client of its own: sarama clients are not shared between
 		// consumer groups.
-		client, err := sarama.NewClient(in.cfg.Brokers, in.saramaConfig())
+		var err error
+		client, err = sarama.NewClient(in.cfg.Brokers, in.saramaConfig())
 		if err == nil {
 			if cg, err = sarama.NewConsumerGroupFromClient(group, client); err != nil {
 				client.Close()
@@ -87,7 +89,8 @@ func (in *Inserter) runAlerts(ctx context.Context) {
 			backoff = min(backoff*2, in.cfg.RetryMax)
 		}
 	}
-	defer cg.Close()
+	// The group does not close a client it was given.
+	defer func() { cg.Close(); client.Close() }()
 	go func() {
 		for err := range cg.Errors() {
 			in.m.kafkaErrors.Inc()
