@@ -32,6 +32,7 @@ bench: kafka-libs geodata
 	$(GO) test -run '^$$' -bench Lookup -benchmem -cpu 1 ./enricher/sources/
 	$(GO) test -run '^$$' -bench Transform -benchmem -cpu 1 ./enricher/
 	$(GO) test -run '^$$' -bench Pipeline -benchtime 1x -timeout 30m ./enricher/
+	$(GO) test -run '^$$' -bench 'Detect|EngineAdd' -benchtime 3000000x -benchmem -cpu 1 ./detector/
 
 # Built, then run, rather than `go run`, which exits 1 on Ctrl-C. Ctrl-C
 # reaches make too: make waits for the demo's clean shutdown and summary,

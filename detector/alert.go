@@ -30,8 +30,8 @@ type Alert struct {
 	TopSrcAS      []uint32 `json:"top_src_as"`
 	TopSrcCountry []string `json:"top_src_country"`
 	Exporters     []string `json:"exporters"` // exporter_name, else the sampler address
+	Started       string   `json:"started"`   // RFC3339, UTC: the start of the first step above the threshold
 	// Update and end only.
-	Started   string  `json:"started,omitempty"` // RFC3339, UTC: the start of the first step above the threshold
 	PeakBps   uint64  `json:"peak_bps,omitempty"`
 	PeakPps   uint64  `json:"peak_pps,omitempty"`
 	PeakFlows uint64  `json:"peak_flows,omitempty"`

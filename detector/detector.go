@@ -148,9 +148,18 @@ func (d *Detector) Run(ctx context.Context) error {
 		return fmt.Errorf("create the Kafka transactional client (check Config.Brokers): %w", err)
 	}
 	defer sess.Close()
-	if err := d.waitKafka(ctx, sess.Client()); err != nil {
+	if err := kafka.WaitReachable(ctx, sess.Client(), d.cfg.Brokers, d.logger); err != nil {
 		return err
 	}
+	n, err := d.resume(ctx)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		d.logger.Info("resumed the attacks in progress from the alerts topic", "attacks", n)
+	}
+	d.eng.copyTo(d.snap)
+	d.publish()
 	d.ready.Store(true)
 	d.m.ready.Set(1)
 	defer func() { d.ready.Store(false); d.m.ready.Set(0) }()
@@ -295,24 +304,4 @@ func (d *Detector) publish() {
 	d.mu.Lock()
 	d.active = active
 	d.mu.Unlock()
-}
-
-// waitKafka returns once a broker answers, so readiness means something.
-func (d *Detector) waitKafka(ctx context.Context, cl *kgo.Client) error {
-	for {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := cl.Ping(pctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("stopped while waiting for Kafka at %v: %w", d.cfg.Brokers, ctx.Err())
-		}
-		d.logger.Warn("Kafka not reachable yet; retrying (check Config.Brokers)", "error", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
 }

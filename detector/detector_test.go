@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -97,6 +98,14 @@ func sortAlerts(as []Alert) {
 // runDetector runs the detector until the test ends.
 func runDetector(t *testing.T, cfg Config) (*Detector, *prometheus.Registry) {
 	t.Helper()
+	d, reg, stop := startDetector(t, cfg)
+	t.Cleanup(stop)
+	return d, reg
+}
+
+// startDetector runs the detector until stop.
+func startDetector(t *testing.T, cfg Config) (*Detector, *prometheus.Registry, func()) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	d, err := New(cfg, testLogger(), reg)
 	if err != nil {
@@ -105,13 +114,15 @@ func runDetector(t *testing.T, cfg Config) (*Detector, *prometheus.Registry) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	return d, reg
+	var once sync.Once
+	return d, reg, func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
 }
 
 // checkRun runs the detector over the attack traffic on brokers and
@@ -189,4 +200,66 @@ func TestRunExactlyOnceKafka(t *testing.T) {
 	k.CreateTopic(t, in, 3)
 	k.CreateTopic(t, out, 3)
 	checkRun(t, k.Brokers(), in, out)
+}
+
+// TestRunResumesAfterRestart: a detector stopped in the middle of two
+// attacks, and started again, continues them from the alerts topic: one
+// start and one end each, every alert of an attack with the same id, and
+// the end's duration that of a run without the restart.
+func TestRunResumesAfterRestart(t *testing.T) {
+	brokers := testenv.FakeKafka(t, 1, "flows-enriched", "alerts")
+	all, want := attackTraffic(t)
+	cut := 0
+	for cut < len(all) && all[cut].at < 12*time.Second {
+		cut++
+	}
+	produce := func(fs []flow) {
+		values := make([][]byte, 0, len(fs))
+		for _, f := range fs {
+			values = append(values, record(t, f))
+		}
+		flowtest.Produce(t, brokers, "flows-enriched", values)
+	}
+	cfg := DefaultConfig()
+	cfg.Brokers, cfg.TransactionalID = brokers, "detector-resume"
+	cfg.TransactionInterval, cfg.Idle = 200*time.Millisecond, time.Second
+
+	produce(all[:cut])
+	_, _, stop := startDetector(t, cfg)
+	// Both attacks started (at 3 s and 8 s of event time) before the stop.
+	readAlerts(t, brokers, "alerts", 3)
+	stop()
+	produce(all[cut:])
+	runDetector(t, cfg)
+	got, _ := readAlerts(t, brokers, "alerts", 8)
+	type key struct{ target, vector string }
+	starts, ends, ids := map[key]int{}, map[key]Alert{}, map[key]map[string]bool{}
+	for _, a := range got {
+		k := key{a.Target, a.Vector}
+		if ids[k] == nil {
+			ids[k] = map[string]bool{}
+		}
+		ids[k][a.ID] = true
+		switch a.Event {
+		case EventStart:
+			starts[k]++
+		case EventEnd:
+			ends[k] = a
+		}
+	}
+	for _, w := range want {
+		if w.Event != EventEnd {
+			continue
+		}
+		k := key{w.Target, w.Vector}
+		if starts[k] != 1 || len(ids[k]) != 1 || !ids[k][w.ID] {
+			t.Errorf("%v: %d starts, ids %v; want 1 start and the id %s", k, starts[k], ids[k], w.ID)
+		}
+		if e, ok := ends[k]; !ok || e.DurationS != w.DurationS || e.Started != w.Started || e.At != w.At {
+			t.Errorf("%v: end %+v, want duration %v from %s at %s", k, e, w.DurationS, w.Started, w.At)
+		}
+	}
+	if len(starts) != 2 || len(ends) != 2 {
+		t.Errorf("attacks with a start %v, with an end %v; want the two", starts, ends)
+	}
 }

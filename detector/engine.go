@@ -209,6 +209,7 @@ type Engine struct {
 	parts                map[int32]*pstate
 	lastPart             int32
 	lastPS               *pstate
+	floor                int64 // the first step not decided before (Resume)
 	sk                   []sketch
 	idx                  map[[16]byte]int32
 	ents                 []entry
@@ -289,13 +290,17 @@ func (e *Engine) SetThresholds(th *Thresholds) {
 	}
 	for name := range e.netLim {
 		if e.nets[name] == nil {
-			stamps := make([]int64, e.r)
-			for j := range stamps {
-				stamps[j] = -1
-			}
-			e.nets[name] = &entry{net: name, isNet: true, used: true, stamp: stamps, ring: make([]counters, e.r*int(NumVectors))}
+			e.nets[name] = e.newNetEntry(name)
 		}
 	}
+}
+
+func (e *Engine) newNetEntry(name string) *entry {
+	stamps := make([]int64, e.r)
+	for j := range stamps {
+		stamps[j] = -1
+	}
+	return &entry{net: name, isNet: true, used: true, stamp: stamps, ring: make([]counters, e.r*int(NumVectors))}
 }
 
 // Take returns the counts since the last Take and zeroes them.
@@ -399,7 +404,7 @@ func (e *Engine) Add(m *pb.FlowMessage, part int32, wall time.Time) {
 	if !e.started {
 		// Room for the other partitions' first flows, up to the skew.
 		e.started, e.maxT = true, t
-		e.closed = e.stepOf(t - int64(e.cfg.Lateness) - int64(e.cfg.MaxSkew))
+		e.closed = max(e.stepOf(t-int64(e.cfg.Lateness)-int64(e.cfg.MaxSkew)), e.floor)
 	}
 	if t > ps.maxT {
 		// The watermark can close a step only when a partition's newest
@@ -677,7 +682,7 @@ func (e *Engine) closeStep(k int64) {
 func (e *Engine) decide(en *entry, lim *[NumVectors]limits, k int64) {
 	// The vectors first, then total: total does not start while another
 	// vector of the target is in an attack (one attack, one alert).
-	for v := NumVectors - 1; v < NumVectors; v-- {
+	for v := NumVectors - 1; v < NumVectors; v-- { // Vector is unsigned: 0-1 ends the loop
 		e.decideVector(en, &lim[v], Vector(v), k)
 	}
 }
@@ -717,7 +722,7 @@ func (e *Engine) decideVector(en *entry, l *limits, v Vector, k int64) {
 		s.id = attackID(en, v, s.first, e.stepNs)
 		a := e.alert(EventStart, en, v, s, k)
 		a.Bps, a.Pps, a.Flows = e.mean(s.sum, s.steps)
-		a.Started, a.PeakBps, a.PeakPps, a.PeakFlows = "", 0, 0, 0
+		a.PeakBps, a.PeakPps, a.PeakFlows = 0, 0, 0
 		e.out = append(e.out, a)
 		return
 	}

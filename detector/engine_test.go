@@ -125,7 +125,7 @@ func TestVectors(t *testing.T) {
 				return brief{event: EventUpdate, target: tg, net: "customer-c", vector: v, at: at(s), bps: bps * frac / 10, pps: pps * frac / 10, flows: frac, started: 0, peakPps: pps}
 			}
 			want := []brief{
-				{event: EventStart, target: tg, net: "customer-c", vector: v, at: at(3), bps: bps, pps: pps, flows: 10},
+				{event: EventStart, target: tg, net: "customer-c", vector: v, at: at(3), bps: bps, pps: pps, flows: 10, started: 0},
 				upd(8, 10), upd(13, 10), upd(18, 10), upd(23, 7), upd(28, 2),
 				{event: EventEnd, target: tg, net: "customer-c", vector: v, at: at(30), bps: bps, pps: pps, flows: 10, peakPps: pps, duration: 20},
 			}

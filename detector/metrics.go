@@ -40,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help: "Decoded flows not counted, by reason: late (before the oldest open step), future (time_received after the wall clock plus the allowed skew), no_time, bad_address."}, []string{"reason"})
 	m := &metrics{
 		flowsIn: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "flows_in_total",
-			Help: "Flows counted (a flow of an aborted transaction is read and counted again)."}),
+			Help: "Flows counted, in committed transactions (an aborted transaction's flows are read again and counted once)."}),
 		invalid: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_invalid_total",
 			Help: "Input records that do not frame or decode, by reason (the flows before the bad frame count)."}, []string{"reason"}),
 		zeroRate: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "flows_zero_sampling_rate_total",

@@ -9,7 +9,7 @@ import "maps"
 // transaction are decided again, not lost nor doubled.
 func (e *Engine) copyTo(d *Engine) {
 	d.SetThresholds(e.th)
-	d.maxT, d.closed, d.started, d.lastWall, d.rng = e.maxT, e.closed, e.started, e.lastWall, e.rng
+	d.maxT, d.closed, d.started, d.lastWall, d.rng, d.floor = e.maxT, e.closed, e.started, e.lastWall, e.rng, e.floor
 	clear(d.parts)
 	for p, ps := range e.parts {
 		c := *ps

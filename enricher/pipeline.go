@@ -147,7 +147,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		return fmt.Errorf("create the Kafka transactional client (check Config.Brokers): %w", err)
 	}
 	defer sess.Close()
-	if err := p.waitKafka(ctx, sess.Client()); err != nil {
+	if err := kafka.WaitReachable(ctx, sess.Client(), p.cfg.Brokers, p.logger); err != nil {
 		return err
 	}
 	p.ready.Store(true)
@@ -292,24 +292,4 @@ func (p *Pipeline) end(ctx context.Context, sess *kgo.GroupTransactSession, t *t
 		return fmt.Errorf("end the Kafka transaction (another instance with Config.TransactionalID %q, or Kafka unreachable?): %w", p.cfg.TransactionalID, err)
 	}
 	return nil
-}
-
-// waitKafka returns once a broker answers, so readiness means something.
-func (p *Pipeline) waitKafka(ctx context.Context, cl *kgo.Client) error {
-	for {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := cl.Ping(pctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("stopped while waiting for Kafka at %v: %w", p.cfg.Brokers, ctx.Err())
-		}
-		p.logger.Warn("Kafka not reachable yet; retrying (check Config.Brokers)", "error", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
 }

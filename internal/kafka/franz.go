@@ -1,6 +1,9 @@
 package kafka
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -57,4 +60,25 @@ func TransactOptions(s TransactSettings) []kgo.Opt {
 		opts = append(opts, kgo.DialTimeout(s.DialTimeout))
 	}
 	return opts
+}
+
+// WaitReachable returns once a broker answers cl, retrying every second
+// (and logging) until ctx ends, so a stage's readiness means something.
+func WaitReachable(ctx context.Context, cl *kgo.Client, brokers []string, logger *slog.Logger) error {
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := cl.Ping(pctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("stopped while waiting for Kafka at %v: %w", brokers, ctx.Err())
+		}
+		logger.Warn("Kafka not reachable yet; retrying (check Config.Brokers)", "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
