@@ -62,7 +62,7 @@ type Alert struct {
 	TopSrcAS      []uint32  `json:"top_src_as"`
 	TopSrcCountry []string  `json:"top_src_country"`
 	Exporters     []string  `json:"exporters"`
-	Started       string    `json:"started,omitempty"`
+	Started       string    `json:"started"`
 	PeakBps       uint64    `json:"peak_bps,omitempty"`
 	PeakPps       uint64    `json:"peak_pps,omitempty"`
 	PeakFlows     uint64    `json:"peak_flows,omitempty"`
