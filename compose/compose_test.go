@@ -32,11 +32,11 @@ var stacks = []struct {
 	source   string // "mocker" or "goflow2"
 	cluster  bool   // the cluster stack: kafka and clickhouse are the nodes below
 }{
-	{"docker-compose-postgres-mock.yml", []string{"kafka", "kafka-init", "enricher", "mocker", "postgres", "inserter", "prometheus", "grafana"}, "postgres", "mocker", false},
-	{"docker-compose-postgres-collect.yml", []string{"kafka", "kafka-init", "enricher", "goflow2", "postgres", "inserter", "prometheus", "grafana"}, "postgres", "goflow2", false},
-	{"docker-compose-clickhouse-mock.yml", []string{"kafka", "kafka-init", "enricher", "mocker", "clickhouse", "prometheus", "grafana"}, "clickhouse", "mocker", false},
-	{"docker-compose-clickhouse-collect.yml", []string{"kafka", "kafka-init", "enricher", "goflow2", "clickhouse", "prometheus", "grafana"}, "clickhouse", "goflow2", false},
-	{"docker-compose-clickhouse-cluster.yml", append(append(append([]string{"kafka-init", "enricher", "mocker", "prometheus", "grafana"},
+	{"docker-compose-postgres-mock.yml", []string{"kafka", "kafka-init", "enricher", "detector", "mocker", "postgres", "inserter", "prometheus", "grafana"}, "postgres", "mocker", false},
+	{"docker-compose-postgres-collect.yml", []string{"kafka", "kafka-init", "enricher", "detector", "goflow2", "postgres", "inserter", "prometheus", "grafana"}, "postgres", "goflow2", false},
+	{"docker-compose-clickhouse-mock.yml", []string{"kafka", "kafka-init", "enricher", "detector", "mocker", "clickhouse", "prometheus", "grafana"}, "clickhouse", "mocker", false},
+	{"docker-compose-clickhouse-collect.yml", []string{"kafka", "kafka-init", "enricher", "detector", "goflow2", "clickhouse", "prometheus", "grafana"}, "clickhouse", "goflow2", false},
+	{"docker-compose-clickhouse-cluster.yml", append(append(append([]string{"kafka-init", "enricher", "detector", "mocker", "prometheus", "grafana"},
 		clusterBrokers...), clusterKeepers...), clusterClickHouse...), "clickhouse", "mocker", true},
 }
 
@@ -305,9 +305,9 @@ func TestStartupOrder(t *testing.T) {
 				}
 			}
 			// Whatever talks to Kafka starts after the topic exists.
-			consumers := append([]string{st.source, "enricher"}, sinkServices(st.sink, st.cluster)...)
+			consumers := append([]string{st.source, "enricher", "detector"}, sinkServices(st.sink, st.cluster)...)
 			if st.sink == "postgres" {
-				consumers = []string{st.source, "enricher", "inserter"}
+				consumers = []string{st.source, "enricher", "detector", "inserter"}
 			}
 			for _, name := range consumers {
 				d, ok := p.Services[name].DependsOn["kafka-init"]
@@ -334,7 +334,7 @@ func TestStartupOrder(t *testing.T) {
 			if st.cluster {
 				partitions = "12"
 			}
-			if want := map[string]string{"flows": partitions, "flows-enriched": partitions, "flows-dlq": "1"}; !maps.Equal(topics, want) {
+			if want := map[string]string{"flows": partitions, "flows-enriched": partitions, "flows-dlq": "1", "alerts": "1"}; !maps.Equal(topics, want) {
 				t.Errorf("kafka-init creates topics (name: partitions) %v, want %v", topics, want)
 			}
 			for _, kafka := range kafkaServices(st.cluster) {
@@ -538,7 +538,7 @@ func TestOurCommandsFlags(t *testing.T) {
 	checked := 0
 	for _, st := range stacks {
 		p := load(t, st.file)
-		for _, name := range []string{"mocker", "inserter", "enricher"} {
+		for _, name := range []string{"mocker", "inserter", "enricher", "detector"} {
 			svc, ok := p.Services[name]
 			if !ok {
 				continue
@@ -704,7 +704,8 @@ func TestPrometheusTargets(t *testing.T) {
 					}
 				}
 			}
-			want := map[string]string{st.source: metricsPort(p.Services[st.source]), "enricher": metricsPort(p.Services["enricher"])}
+			want := map[string]string{st.source: metricsPort(p.Services[st.source]), "enricher": metricsPort(p.Services["enricher"]),
+				"detector": metricsPort(p.Services["detector"])}
 			if st.sink == "postgres" {
 				want["inserter"] = metricsPort(p.Services["inserter"])
 			} else {
@@ -914,8 +915,8 @@ func TestStopGracePeriod(t *testing.T) {
 			}
 		})
 	}
-	if checked != 10 {
-		t.Errorf("checked %d services, want the enricher of every stack, the inserter of two and the mocker of three (10)", checked)
+	if checked != 15 {
+		t.Errorf("checked %d services, want the enricher and the detector of every stack, the inserter of two and the mocker of three (15)", checked)
 	}
 }
 

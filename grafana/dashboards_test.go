@@ -287,6 +287,7 @@ var pgColumns = map[string][]string{
 	"Top AS pairs":                  {"Source AS", "Destination AS", "Bytes", "Packets"},
 	"Top ports":                     {"Port", "Bytes", "Packets"},
 	"Protocols":                     {"Protocol", "Bytes"},
+	"Attacks":                       attackColumns,
 }
 
 var chColumns = map[string][]string{
@@ -300,6 +301,7 @@ var chColumns = map[string][]string{
 	"Top ports":                     {"Port", "ScaledBytes", "ScaledPackets"},
 	"Protocols":                     {"Protocol", "ScaledBytes"},
 	"Rejected records":              {"Error", "Records", "Last"},
+	"Attacks":                       attackColumns,
 }
 
 // mockFlows generates n mocker flows received over the hour before end, in
@@ -313,6 +315,7 @@ type expected struct {
 	// rateWidth is the span each rate value averages over (0: 1 minute,
 	// the default window's interval).
 	rateWidth time.Duration
+	attacks   [][]string // the Attacks table (attacks_test.go)
 }
 
 func mockFlows(n int, end time.Time) ([]*pb.FlowMessage, expected) {
@@ -361,6 +364,10 @@ func checkResult(t *testing.T, q sqlQuery, cols []string, rows [][]any, want []s
 	t.Helper()
 	if !slices.Equal(cols, want) {
 		t.Errorf("panel %q: columns %v, want %v", q.panel, cols, want)
+		return
+	}
+	if q.panel == "Attacks" {
+		checkRows(t, "panel Attacks", rows, exp.attacks)
 		return
 	}
 	if q.panel == "Rejected records" {
@@ -511,6 +518,14 @@ func TestPostgresQueries(t *testing.T) {
 	if err != nil || res.Flows != len(flows) {
 		t.Fatalf("write %d flows: stored %d, %v", len(flows), res.Flows, err)
 	}
+	alerts, err := pgsink.AlertsOf(dashboardAlerts(end))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sink.StoreAlerts(ctx, alerts); err != nil {
+		t.Fatal(err)
+	}
+	exp.attacks = wantAttackRows(end)
 
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
@@ -538,6 +553,7 @@ func TestPostgresQueries(t *testing.T) {
 			check(t, q, cols, data, exp)
 		})
 	}
+	checkPostgresAnnotations(t, conn, end)
 	day := queryContext{from: end.Add(-24 * time.Hour), to: end, interval: 2 * time.Minute, vars: map[string]string{}}
 	// Panels without a rollup read the rows over a day too.
 	var rowPanels []string
@@ -666,6 +682,9 @@ func TestClickHouseQueries(t *testing.T) {
 	if err := s.QueryInto("SELECT count() AS c FROM flows_raw", &n); err != nil || len(n) != 1 || n[0].C.String() != strconv.Itoa(len(flows)) {
 		t.Fatalf("flows_raw holds %v rows (%v), want %d", n, err, len(flows))
 	}
+	insertClickHouseAlerts(t, s, end)
+	exp.attacks = wantAttackRows(end)
+	checkClickHouseAnnotations(t, s, end)
 	qc := queryWindow(end)
 	qs := sqlQueries(t, "dashboards/traffic-clickhouse.json")
 	for _, q := range qs {
@@ -674,29 +693,7 @@ func TestClickHouseQueries(t *testing.T) {
 			if err != nil {
 				t.Fatalf("expand: %v", err)
 			}
-			out, err := s.Run(sql, "JSONCompactEachRowWithNames")
-			if err != nil {
-				t.Fatalf("query: %v\n%s", err, sql)
-			}
-			var cols []string
-			var rows [][]any
-			sc := bufio.NewScanner(strings.NewReader(out))
-			sc.Buffer(nil, 1<<24)
-			for sc.Scan() {
-				dec := json.NewDecoder(strings.NewReader(sc.Text()))
-				dec.UseNumber()
-				var row []any
-				if err := dec.Decode(&row); err != nil {
-					t.Fatalf("decode %q: %v", sc.Text(), err)
-				}
-				if cols == nil {
-					for _, c := range row {
-						cols = append(cols, c.(string))
-					}
-					continue
-				}
-				rows = append(rows, row)
-			}
+			cols, rows := runClickHouse(t, s, sql)
 			if want, ok := chEnrichedColumns[q.panel]; ok {
 				if !slices.Equal(cols, want) {
 					t.Fatalf("panel %q: columns %v, want %v", q.panel, cols, want)
@@ -809,4 +806,34 @@ func TestDashboardsAttribution(t *testing.T) {
 			t.Errorf("%s: %d text panels with the attribution, want 1", f, texts)
 		}
 	}
+}
+
+// runClickHouse runs sql and returns the column names and rows, numbers
+// as json.Number.
+func runClickHouse(t *testing.T, s *chdb.Session, sql string) ([]string, [][]any) {
+	t.Helper()
+	out, err := s.Run(sql, "JSONCompactEachRowWithNames")
+	if err != nil {
+		t.Fatalf("query: %v\n%s", err, sql)
+	}
+	var cols []string
+	var rows [][]any
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(nil, 1<<24)
+	for sc.Scan() {
+		dec := json.NewDecoder(strings.NewReader(sc.Text()))
+		dec.UseNumber()
+		var row []any
+		if err := dec.Decode(&row); err != nil {
+			t.Fatalf("decode %q: %v", sc.Text(), err)
+		}
+		if cols == nil {
+			for _, c := range row {
+				cols = append(cols, c.(string))
+			}
+			continue
+		}
+		rows = append(rows, row)
+	}
+	return cols, rows
 }

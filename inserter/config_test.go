@@ -16,8 +16,9 @@ func TestConfigValidate(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("DefaultConfig with a DSN: %v", err)
 	}
-	// Zero fields take DefaultConfig's values.
-	filled := Config{Brokers: ok.Brokers, PostgresDSN: ok.PostgresDSN}
+	// Zero fields take DefaultConfig's values, but AlertsTopic, whose
+	// empty value means "store no alerts".
+	filled := Config{Brokers: ok.Brokers, PostgresDSN: ok.PostgresDSN, AlertsTopic: DefaultAlertsTopic}
 	filled.setDefaults()
 	if filled.Now == nil || ok.Now == nil {
 		t.Fatal("Config.Now has no default")
@@ -41,6 +42,7 @@ func TestConfigValidate(t *testing.T) {
 		{"retry max below min", func(c *Config) { c.RetryMax = time.Millisecond }, "Config.RetryMax must be at least Config.RetryMin"},
 		{"hourly retention", func(c *Config) { c.Retention = time.Hour }, "Config.Retention 1h0m0s"},
 		{"old Kafka", func(c *Config) { c.KafkaVersion = "2.0.0" }, "Config.KafkaVersion"},
+		{"alerts on the flows' topic", func(c *Config) { c.AlertsTopic = c.Topic }, "Config.AlertsTopic \"flows\" must differ"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok

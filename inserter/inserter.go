@@ -35,6 +35,11 @@ type Config struct {
 	// of another group for the same topic. Off, such a start is refused:
 	// two groups each store every flow, so everything would be stored twice.
 	AllowSharedDB bool
+	// AlertsTopic, if set, is the detector's alerts topic: its JSON records
+	// are stored in the alerts table, exactly once (see alerts.go), by the
+	// consumer group Group+"-alerts". Empty stores no alerts; DefaultConfig
+	// (and so the binary) sets DefaultAlertsTopic.
+	AlertsTopic string
 
 	// A partition's batch is committed when it holds FlushCount flows
 	// (default 10000) or FlushInterval (default 1s) after its first record.
@@ -79,6 +84,9 @@ type Config struct {
 // DefaultGroup is the consumer group used when none is set; the compose
 // files use it too.
 const DefaultGroup = "inserter"
+
+// DefaultAlertsTopic is the detector's alerts topic.
+const DefaultAlertsTopic = "alerts"
 
 // Bounds on what the consumer holds in memory; see saramaConfig.
 const (
@@ -142,6 +150,9 @@ func (c *Config) validate() error {
 	if c.PostgresDSN == "" {
 		errs = append(errs, errors.New("Config.PostgresDSN is empty: want a PostgreSQL connection string"))
 	}
+	if c.AlertsTopic != "" && (c.AlertsTopic == c.Topic || c.AlertsTopic == c.DLQTopic) {
+		errs = append(errs, fmt.Errorf("Config.AlertsTopic %q must differ from Config.Topic and Config.DLQTopic", c.AlertsTopic))
+	}
 	if c.DLQTopic != "" && c.DLQTopic == c.Topic {
 		errs = append(errs, fmt.Errorf("Config.DLQTopic %q must differ from Config.Topic", c.DLQTopic))
 	}
@@ -171,7 +182,7 @@ func (c *Config) validate() error {
 // empty: the binary builds it from its PostgreSQL flags. In a Config passed
 // to New, zero fields take these values too, except Brokers (required).
 func DefaultConfig() Config {
-	c := Config{Brokers: []string{"127.0.0.1:9092"}}
+	c := Config{Brokers: []string{"127.0.0.1:9092"}, AlertsTopic: DefaultAlertsTopic}
 	c.setDefaults()
 	return c
 }
@@ -218,6 +229,7 @@ type Inserter struct {
 	version sarama.KafkaVersion
 	logger  *slog.Logger
 	m       *metrics
+	am      *alertMetrics
 	sink    *pgsink.Sink
 	invalid *rateLog
 
@@ -226,6 +238,8 @@ type Inserter struct {
 	pgHealthy   atomic.Bool // the last write succeeded
 	pgReachable atomic.Bool // the last health ping succeeded
 	kafkaUp     atomic.Bool
+
+	alertsStored atomic.Uint64 // alerts.go
 
 	batches []chan *pgsink.Batch // one per writer
 	free    sync.Pool
@@ -249,6 +263,10 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Inserter,
 	if err != nil {
 		return nil, fmt.Errorf("register inserter metrics: %w", err)
 	}
+	am, err := newAlertMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("register inserter metrics: %w", err)
+	}
 	// One connection per writer, one for DDL and retention, one for the
 	// health ping, so a busy pool never fails the ping.
 	sink, err := pgsink.New(pgsink.Config{DSN: cfg.PostgresDSN, Group: cfg.Group, MaxConns: int32(cfg.Writers + 2),
@@ -261,6 +279,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Inserter,
 		version: version,
 		logger:  logger,
 		m:       m,
+		am:      am,
 		sink:    sink,
 		invalid: newRateLog(logger, 10*time.Second),
 	}
@@ -350,6 +369,9 @@ func (in *Inserter) Run(ctx context.Context) error {
 	})
 	bg.Go(func() { in.maintenanceLoop(ctx) })
 	bg.Go(func() { in.healthLoop(ctx) })
+	if in.cfg.AlertsTopic != "" {
+		bg.Go(func() { in.runAlerts(ctx) })
+	}
 
 	h := &handler{in: in, runCtx: ctx}
 	backoff := in.cfg.RetryMin

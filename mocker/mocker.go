@@ -69,6 +69,13 @@ type Config struct {
 	// Collector is the host:port the router protocols are sent to; empty
 	// means DefaultCollector(Output).
 	Collector string
+	// Attacks are added to the normal traffic (realistic plan only); see
+	// attack.go. Their flows come on top of Rate.
+	Attacks []Attack
+	// SimulateStart, when set, stamps flows with a simulated clock that
+	// starts there and advances 1/Rate per normal flow, and sends as fast
+	// as possible: minutes of event time in seconds. Needs Rate > 0.
+	SimulateStart time.Time
 }
 
 // DefaultConfig is the configuration the mocker binary runs with when no
@@ -201,6 +208,7 @@ func (c Config) Validate() error {
 			c.Addresses, AddressesRealistic, AddressesDocumentation))
 	}
 	errs = append(errs, c.validateOutput()...)
+	errs = append(errs, c.validateAttacks()...)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
 	}
@@ -223,6 +231,7 @@ type Mocker struct {
 	sent     atomic.Uint64 // distinct flows handed to the producer
 	produced atomic.Uint64 // flows acknowledged by the broker
 	inFlight atomic.Int64
+	mix      atomic.Pointer[attackMix] // the attacks of the running Run; nil: none
 }
 
 // New checks cfg (see Validate) and registers the metrics on reg.
@@ -401,6 +410,10 @@ func (m *Mocker) Run(ctx context.Context) error {
 	close(progressDone)
 	progressWG.Wait()
 
+	for _, a := range m.AttackSummaries() {
+		m.logger.Info("attack injected", "target", a.Target, "vector", a.Vector, "start", a.Start, "end", a.End,
+			"flows", a.Flows, "scaled_packets", a.ScaledPackets, "scaled_bytes", a.ScaledBytes)
+	}
 	elapsed := time.Since(start)
 	produced := m.produced.Load()
 	m.logger.Info("mocker stopped", "produced", produced, "sent", m.sent.Load(),
@@ -493,6 +506,7 @@ func (r *runState) produce(ctx context.Context) {
 	gen := m.newGenerator()
 	infos := exporterInfos(gen, m.plan)
 	m.kafkaTruth(infos)
+	src := m.newFlowSource(gen)
 	var flow pb.FlowMessage
 	input := r.producer.Input()
 	allocated := 0
@@ -562,7 +576,7 @@ func (r *runState) produce(ctx context.Context) {
 		}
 
 		now := time.Now()
-		if cfg.Rate > 0 {
+		if cfg.Rate > 0 && cfg.SimulateStart.IsZero() {
 			// Pace flows, not records: a record goes once its last flow is
 			// due, so no flow leaves ahead of the schedule.
 			last := scheduled + flows - 1
@@ -616,21 +630,15 @@ func (r *runState) produce(ctx context.Context) {
 		}
 
 		rec := msg.Value.(*record)
-		rec.buf = rec.buf[:0]
 		clear(rec.tally)
-		for range flows {
-			gen.Next(&flow, now)
-			rec.buf, _ = pb.AppendDelimited(rec.buf, &flow) // cannot fail: a generated flow is always valid
-			if i := exporterIndex(infos, flow.SamplerAddress); i >= 0 {
-				rec.tally[i].addFlow(flow.Bytes, flow.Packets, flow.SamplingRate)
-			}
-		}
+		var normal uint64
+		rec.buf, normal = src.appendFlows(rec.buf[:0], &flow, flows, now, infos, rec.tally)
 		rec.flows = int(flows)
 		*msg = sarama.ProducerMessage{Topic: cfg.Topic, Value: rec}
 		if !send(msg) {
 			return
 		}
-		scheduled += flows
+		scheduled += normal // attack flows come on top of the rate
 		m.sent.Add(flows)
 	}
 }

@@ -27,6 +27,8 @@ type Summary struct {
 	Ended     time.Time         `json:"ended"`
 	Totals    Counts            `json:"totals"`
 	Exporters []ExporterSummary `json:"exporters"`
+	// Attacks is what each -attack injected, and when (kafka output only).
+	Attacks []AttackSummary `json:"attacks,omitempty"`
 }
 
 // Counts are one exporter's (or all exporters') sent flows. Bytes and
@@ -228,6 +230,9 @@ func (m *Mocker) Summary() Summary {
 		c := e.counts()
 		s.Totals.add(c)
 		s.Exporters = append(s.Exporters, ExporterSummary{Address: e.address, Name: e.name, Type: e.typ, Counts: c})
+	}
+	if len(m.cfg.Attacks) > 0 {
+		s.Attacks = m.AttackSummaries()
 	}
 	return s
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/spendletonliveaction/flow-pipeline/inserter"
 	"github.com/spendletonliveaction/flow-pipeline/internal/cli"
 	"github.com/spendletonliveaction/flow-pipeline/internal/demo"
+	"github.com/spendletonliveaction/flow-pipeline/mocker"
 )
 
 func main() {
@@ -60,6 +61,8 @@ var flagOf = map[string]string{
 	"KafkaListen":   "-kafka.listen",
 	"Topic":         "-kafka.topic",
 	"EnrichedTopic": "-kafka.enriched.topic",
+	"AlertsTopic":   "-kafka.alerts.topic",
+	"Attacks":       "-attack",
 	"NetworksFile":  "-networks",
 	"ExportersFile": "-exporters",
 	"Retention":     "-postgres.retention",
@@ -96,6 +99,8 @@ func newFlagSet(stderr io.Writer, cfg *demo.Config) (*flag.FlagSet, *flags) {
 	fs.StringVar(&cfg.KafkaListen, "kafka.listen", cfg.KafkaListen, "host:port of the in-process broker, to point a mocker, collector or inserter at; empty picks a free port")
 	fs.StringVar(&cfg.Topic, "kafka.topic", cfg.Topic, "topic the mocker writes and the enricher reads")
 	fs.StringVar(&cfg.EnrichedTopic, "kafka.enriched.topic", cfg.EnrichedTopic, "topic the enricher writes and the inserter reads")
+	fs.StringVar(&cfg.AlertsTopic, "kafka.alerts.topic", cfg.AlertsTopic, "topic the detector writes its alerts to and the inserter stores in the alerts table")
+	fs.Var(mocker.AttackFlag{Attacks: &cfg.Attacks}, "attack", mocker.AttackFlagUsage)
 	fs.StringVar(&cfg.NetworksFile, "networks", cfg.NetworksFile, "the enricher's YAML file of networks by prefix (customers, sites); empty: none")
 	fs.StringVar(&cfg.ExportersFile, "exporters", cfg.ExportersFile, "the enricher's YAML file of exporters and interfaces; empty: none")
 	fs.StringVar(&f.geodata, "geodata", ".cache/geodata", "directory of the ip-location-db country and ASN files (make geodata), fetched on first run when missing; empty: none")

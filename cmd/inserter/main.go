@@ -34,6 +34,7 @@ var flagOf = map[string]string{
 	"Group":           "-kafka.group",
 	"KafkaVersion":    "-kafka.version",
 	"DLQTopic":        "-kafka.dlq",
+	"AlertsTopic":     "-kafka.alerts.topic",
 	"FlushCount":      "-flush.count",
 	"FlushInterval":   "-flush.dur",
 	"PostgresDSN":     "-postgres.dsn",
@@ -65,6 +66,7 @@ func newFlagSet(out io.Writer, cfg *inserter.Config) (*flag.FlagSet, *flags) {
 	fs.StringVar(&cfg.Group, "kafka.group", cfg.Group, "consumer group; inserters in one group share the partitions")
 	fs.BoolVar(&cfg.AllowSharedDB, "kafka.group.allow-shared-db", cfg.AllowSharedDB, "start even if the database holds offsets of another group for the topic (each group stores every flow)")
 	fs.StringVar(&cfg.KafkaVersion, "kafka.version", cfg.KafkaVersion, "Kafka protocol version (at least 2.1.0)")
+	fs.StringVar(&cfg.AlertsTopic, "kafka.alerts.topic", cfg.AlertsTopic, "the detector's alerts topic, stored in the alerts table exactly once (consumer group -kafka.group plus \"-alerts\"); empty stores no alerts")
 	fs.StringVar(&cfg.DLQTopic, "kafka.dlq", cfg.DLQTopic, "dead-letter topic for rejected records, which must exist (empty: count and drop them)")
 	fs.IntVar(&cfg.FlushCount, "flush.count", cfg.FlushCount, "commit a partition's batch at this many flows")
 	fs.DurationVar(&cfg.FlushInterval, "flush.dur", cfg.FlushInterval, "commit a partition's batch at most this long after its first record")

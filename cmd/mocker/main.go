@@ -45,6 +45,8 @@ var flagOf = map[string]string{
 	"ExportersFile":    "-exporters",
 	"Output":           "-output",
 	"Collector":        "-collector",
+	"Attacks":          "-attack",
+	"SimulateStart":    "-simulate.start",
 }
 
 // flags holds what the command line sets beside the mocker.Config.
@@ -52,6 +54,7 @@ type flags struct {
 	brokers                           string
 	level, format, metricsAddr, probe string
 	summary                           string
+	simulateStart                     string
 }
 
 // newFlagSet binds the flags to cfg, which holds mocker.DefaultConfig():
@@ -76,6 +79,8 @@ func newFlagSet(stderr io.Writer, cfg *mocker.Config) (*flag.FlagSet, *flags) {
 	fs.StringVar(&cfg.Output, "output", cfg.Output, "where flows go: kafka (like goflow2 -format=bin), or datagrams of a router protocol to -collector: netflow9, ipfix or sflow")
 	fs.StringVar(&cfg.Collector, "collector", cfg.Collector, "netflow9, ipfix, sflow: the collector's host:port; empty = 127.0.0.1:2055 (127.0.0.1:6343 for sflow), goflow2's defaults")
 	fs.StringVar(&f.summary, "summary", "", "at exit, write what was sent (per exporter: flows, bytes, packets, scaled by the sampling rate, datagrams) to this JSON file")
+	fs.Var(mocker.AttackFlag{Attacks: &cfg.Attacks}, "attack", mocker.AttackFlagUsage)
+	fs.StringVar(&f.simulateStart, "simulate.start", "", "RFC3339 time: stamp flows with a simulated clock starting there and advancing 1/-rate per flow, sending as fast as possible (event time decoupled from wall time); empty = the wall clock")
 	fs.DurationVar(&cfg.ProgressInterval, "progress.interval", cfg.ProgressInterval, "how often to log progress; 0 = never")
 	fs.StringVar(&f.level, "loglevel", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.format, "log.format", "text", "log format: text or json")
@@ -112,6 +117,13 @@ func run(args []string, stderr io.Writer) int {
 		return fail(2, err)
 	}
 	cfg.Brokers = cli.SplitList(f.brokers)
+	if f.simulateStart != "" {
+		t, err := time.Parse(time.RFC3339Nano, f.simulateStart)
+		if err != nil {
+			return fail(2, fmt.Errorf("-simulate.start %q: want an RFC3339 time such as 2026-01-15T22:30:00Z: %w", f.simulateStart, err))
+		}
+		cfg.SimulateStart = t.UTC()
+	}
 	// The library reads 0 as its default; on the command line it is a mistake.
 	if cfg.FlowsPerRecord == 0 {
 		return fail(2, mocker.CheckFlowsPerRecord(0))

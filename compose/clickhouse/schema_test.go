@@ -17,7 +17,7 @@ import (
 
 // kafkaStatement is the CREATE TABLE … ENGINE = Kafka statement of the
 // schema files, as written.
-func kafkaStatement(t *testing.T) string {
+func kafkaStatement(t *testing.T, table string) string {
 	t.Helper()
 	files, err := chdb.SchemaFiles(schemaDir(t))
 	if err != nil {
@@ -34,13 +34,13 @@ func kafkaStatement(t *testing.T) string {
 			t.Fatalf("%s: %v", filepath.Base(f), err)
 		}
 		for _, stmt := range stmts {
-			if _, swapped := chdb.SwapKafkaEngine(stmt); swapped {
+			if _, swapped := chdb.SwapKafkaEngine(stmt); swapped && strings.Fields(stmt)[5] == table {
 				found = append(found, stmt)
 			}
 		}
 	}
 	if len(found) != 1 {
-		t.Fatalf("found %d ENGINE = Kafka statements in %s, want 1", len(found), schemaDir(t))
+		t.Fatalf("found %d ENGINE = Kafka statements for %s in %s, want 1", len(found), table, schemaDir(t))
 	}
 	return found[0]
 }
@@ -48,7 +48,7 @@ func kafkaStatement(t *testing.T) string {
 // TestKafkaTableSettings checks the unchanged Kafka statement parses on the
 // real engine and carries the settings the pipeline depends on.
 func TestKafkaTableSettings(t *testing.T) {
-	stmt := kafkaStatement(t)
+	stmt := kafkaStatement(t, "flows")
 	s := session(t)
 	out, err := s.Run("SELECT formatQuery("+chdb.Quote(stmt)+")", "TSVRaw")
 	if err != nil {

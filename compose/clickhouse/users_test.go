@@ -100,18 +100,18 @@ func TestGrafanaUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"flows_raw", "flows_5m", "flows_1h", "flows_5m_enriched", "flows_errors"} {
+	for _, want := range []string{"flows_raw", "flows_5m", "flows_1h", "flows_5m_enriched", "flows_errors", "alerts"} {
 		if !granted[want] {
 			t.Errorf("grafana has no SELECT on %s", want)
 		}
 	}
-	for _, m := range regexp.MustCompile(`FROM (flows\w*)`).FindAllStringSubmatch(string(dash), -1) {
+	for _, m := range regexp.MustCompile(`FROM (flows\w*|alerts\w*)`).FindAllStringSubmatch(string(dash), -1) {
 		if !granted[m[1]] {
 			t.Errorf("the ClickHouse dashboard reads %s, which grafana may not SELECT", m[1])
 		}
 	}
-	if len(granted) != 5 {
-		t.Errorf("grafana has %d grants, want the 5 tables", len(granted))
+	if len(granted) != 6 {
+		t.Errorf("grafana has %d grants, want the 6 tables", len(granted))
 	}
 
 	insert(t, s, mockMessages(mockSeed, 100, mockStart, mockSpan))

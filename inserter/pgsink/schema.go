@@ -388,6 +388,7 @@ func ddl() []string {
   flows bigint NOT NULL,
   PRIMARY KEY (timeslot, src_as, dst_as, etype)
 )`,
+		alertsDDL[0], alertsDDL[1],
 		`CREATE TABLE IF NOT EXISTS kafka_offsets (
   consumer_group text NOT NULL,
   topic text NOT NULL,

@@ -2,8 +2,8 @@
 // nothing installed but Go and the PostgreSQL server binaries: an in-process
 // Kafka-protocol broker (kfake, which implements transactions), a private
 // PostgreSQL server (pgserver), the project's mocker, enricher (the same
-// exactly-once pipeline as cmd/enricher) and inserter, and a live terminal
-// view read back from PostgreSQL.
+// exactly-once pipeline as cmd/enricher), detector and inserter, and a live
+// terminal view read back from PostgreSQL, with the attacks in progress.
 package demo
 
 import (
@@ -29,6 +29,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/spendletonliveaction/flow-pipeline/detector"
 	"github.com/spendletonliveaction/flow-pipeline/enricher"
 	"github.com/spendletonliveaction/flow-pipeline/enricher/sources"
 	"github.com/spendletonliveaction/flow-pipeline/inserter"
@@ -86,6 +87,13 @@ type Config struct {
 	Live bool
 	// Seed of the flow generator; 0 seeds from the clock.
 	Seed int64
+
+	// AlertsTopic is the detector's output, which the inserter stores in
+	// the alerts table; default "alerts".
+	AlertsTopic string
+	// Attacks are added to the mocker's traffic (see mocker.Attack), for
+	// the detector to find.
+	Attacks []mocker.Attack
 }
 
 // DefaultConfig is the configuration the demo binary runs with when no
@@ -95,6 +103,7 @@ func DefaultConfig() Config {
 		KafkaListen:   "127.0.0.1:29092",
 		Topic:         "flows",
 		EnrichedTopic: "flows-enriched",
+		AlertsTopic:   "alerts",
 		NetworksFile:  "config/demo-networks.yml",
 		ExportersFile: "config/demo-exporters.yml",
 		Retention:     24 * time.Hour,
@@ -126,6 +135,7 @@ func (c *Config) setDefaults() {
 	d := DefaultConfig()
 	fill(&c.Topic, d.Topic)
 	fill(&c.EnrichedTopic, d.EnrichedTopic)
+	fill(&c.AlertsTopic, d.AlertsTopic)
 	fill(&c.Partitions, d.Partitions)
 	fill(&c.Rate, d.Rate)
 	fill(&c.Refresh, d.Refresh)
@@ -247,7 +257,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (S
 	if len(brokers) == 0 {
 		opts := []kfake.Opt{
 			kfake.NumBrokers(1),
-			kfake.SeedTopics(int32(cfg.Partitions), cfg.Topic, cfg.EnrichedTopic),
+			kfake.SeedTopics(int32(cfg.Partitions), cfg.Topic, cfg.EnrichedTopic, cfg.AlertsTopic),
 			kfake.DefaultNumPartitions(cfg.Partitions),
 			kfake.AllowAutoTopicCreation(),
 			// The broker keeps every record in memory: bound it by time.
@@ -293,6 +303,11 @@ func Run(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (S
 		return Summary{}, err
 	}
 
+	det, err := newDetector(cfg, brokers, group, logger)
+	if err != nil {
+		return Summary{}, err
+	}
+
 	seed := cfg.Seed
 	if seed == 0 {
 		seed = start.UnixNano()
@@ -302,6 +317,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (S
 		Topic:            cfg.Topic,
 		Rate:             cfg.Rate,
 		Seed:             seed,
+		Attacks:          cfg.Attacks,
 		ProgressInterval: -1, // the view shows progress
 	}, logger.With("component", "mocker"), prometheus.NewRegistry())
 	if err != nil {
@@ -317,6 +333,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (S
 		// prepareDB), so earlier runs' groups store nothing twice.
 		AllowSharedDB: true,
 		PostgresDSN:   dsn,
+		AlertsTopic:   cfg.AlertsTopic,
 		// Commit at least twice per refresh so the view stays current.
 		FlushInterval: min(time.Second, max(cfg.Refresh/2, 100*time.Millisecond)),
 	}, logger.With("component", "inserter"), prometheus.NewRegistry())
@@ -328,6 +345,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (S
 		out: out, live: cfg.Live, window: cfg.Window, stored: in.Stored,
 		start: start, brokers: brokers, embedded: len(cfg.Brokers) == 0, dsn: dsn, pg: pg,
 		topic: cfg.Topic, enriched: cfg.EnrichedTopic, files: loadedFiles(cfg),
+		alerts: cfg.AlertsTopic, active: det.Active,
 	}
 	v.header(rowsBefore, cfg.Rate)
 	conn, err := pgx.Connect(ctx, dsn)
@@ -343,15 +361,18 @@ func Run(ctx context.Context, cfg Config, out io.Writer, logger *slog.Logger) (S
 	defer stopInserter()
 	ectx, stopEnricher := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopEnricher()
+	dctx, stopDetector := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDetector()
 	mctx, stopMocker := context.WithCancel(ctx)
 	defer stopMocker()
 	var wg sync.WaitGroup
-	insErr, mockErr, enErr := make(chan error, 1), make(chan error, 1), make(chan error, 1)
+	insErr, mockErr, enErr, detErr := make(chan error, 1), make(chan error, 1), make(chan error, 1), make(chan error, 1)
 	wg.Go(func() { insErr <- in.Run(ictx) })
 	wg.Go(func() { enErr <- en.Run(ectx) })
+	wg.Go(func() { detErr <- det.Run(dctx) })
 	wg.Go(func() { mockErr <- m.Run(mctx) })
-	// Whatever happens below, stop all three before returning.
-	defer func() { stopMocker(); stopEnricher(); stopInserter(); wg.Wait() }()
+	// Whatever happens below, stop all four before returning.
+	defer func() { stopMocker(); stopEnricher(); stopDetector(); stopInserter(); wg.Wait() }()
 
 	var deadline <-chan time.Time
 	if cfg.Duration > 0 {
@@ -379,6 +400,12 @@ loop:
 			failure = fmt.Errorf("the enricher stopped: %w", err)
 			if err == nil {
 				failure = errors.New("the enricher stopped unexpectedly")
+			}
+			break loop
+		case err := <-detErr:
+			failure = fmt.Errorf("the detector stopped: %w", err)
+			if err == nil {
+				failure = errors.New("the detector stopped unexpectedly")
 			}
 			break loop
 		case err := <-insErr:
@@ -413,6 +440,7 @@ loop:
 		v.drain(max(produced, uint64(max(written, 0))), cfg.DrainTimeout, logger)
 	}
 	stopEnricher()
+	stopDetector()
 	stopInserter()
 	wg.Wait()
 
@@ -609,4 +637,16 @@ func applyRetention(ctx context.Context, c *kfake.Cluster) {
 			c.ApplyRetention()
 		}
 	}
+}
+
+// newDetector is the demo's detector: flows-enriched to the alerts topic,
+// exactly once, with the built-in thresholds, in its own group (which
+// starts at the topic's beginning: the embedded broker is new every run).
+func newDetector(cfg Config, brokers []string, group string, logger *slog.Logger) (*detector.Detector, error) {
+	dcfg := detector.DefaultConfig()
+	dcfg.Brokers, dcfg.Topic, dcfg.AlertsTopic = brokers, cfg.EnrichedTopic, cfg.AlertsTopic
+	dcfg.Group, dcfg.TransactionalID = group+"-detector", group+"-detector"
+	// Alerts (and Active) follow within a refresh.
+	dcfg.TransactionInterval = min(dcfg.TransactionInterval, max(cfg.Refresh/2, 100*time.Millisecond))
+	return detector.New(dcfg, logger.With("component", "detector"), prometheus.NewRegistry())
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/spendletonliveaction/flow-pipeline/detector"
 	"github.com/spendletonliveaction/flow-pipeline/internal/pgserver"
 )
 
@@ -44,6 +45,8 @@ type view struct {
 	topic    string   // the mocker's
 	enriched string   // the enricher's output, the inserter's input
 	files    []string // the enricher's data files
+	alerts   string   // the detector's output topic
+	active   func() []detector.Alert
 
 	failed     bool // a query failed; said once
 	lines      int  // lines of the last live frame, to move back over
@@ -64,6 +67,7 @@ func (v *view) header(rowsBefore uint64, rate float64) {
 	}
 	fmt.Fprintf(w, "\nflow-pipeline demo: mocker (%s flows/s) -> %s (topic %s) -> enricher -> topic %s -> inserter -> %s\n",
 		humanCount(rate), kafka, v.topic, v.enriched, where)
+	fmt.Fprintf(w, "The detector reads topic %s and writes its alerts to topic %s, which the inserter stores in the alerts table.\n", v.enriched, v.alerts)
 	if len(v.files) > 0 {
 		fmt.Fprintf(w, "The enricher reads %s.\n", strings.Join(v.files, ", "))
 	} else {
@@ -199,6 +203,13 @@ func (v *view) refresh(ctx context.Context, conn *pgx.Conn, produced uint64, fin
 		now.Sub(v.start).Seconds(), thousands(produced), thousands(s.stored), thousands(uint64(max(lag, 0))),
 		humanCount(rate), humanBits(float64(s.windowBytes)*8/max(now.Sub(s.since).Seconds(), 1)))
 	b.WriteByte('\n')
+	var active []detector.Alert
+	if v.active != nil {
+		active = v.active()
+	}
+	if v.live || final || len(active) > 0 {
+		writeAttacks(&b, active)
+	}
 	if v.live || final || v.refreshes%5 == 0 {
 		span := now.Sub(s.since).Round(time.Second)
 		b.WriteByte('\n')
@@ -217,6 +228,37 @@ func (v *view) refresh(ctx context.Context, conn *pgx.Conn, produced uint64, fin
 	v.lines = strings.Count(frame, "\n")
 	if final {
 		v.lines = 0
+	}
+}
+
+// writeAttacks lists the attacks the detector reports in progress, by
+// event time: vector, target and network, since when, the rates of the
+// last closed step and the heaviest source AS.
+func writeAttacks(b *strings.Builder, active []detector.Alert) {
+	if len(active) == 0 {
+		b.WriteString("Attacks in progress: none\n")
+		return
+	}
+	fmt.Fprintf(b, "Attacks in progress: %d\n", len(active))
+	for _, a := range active {
+		target := a.Target
+		if a.TargetNet != "" && a.TargetNet != a.Target {
+			target += " (" + a.TargetNet + ")"
+		}
+		since := a.Started
+		if t, err := time.Parse(time.RFC3339Nano, a.Started); err == nil {
+			since = t.Local().Format("15:04:05")
+		}
+		var from []string
+		for _, as := range a.TopSrcAS {
+			from = append(from, "AS"+strconv.FormatUint(uint64(as), 10))
+		}
+		line := fmt.Sprintf("  ATTACK %s on %s since %s: %s packets/s, %s", a.Vector, target, since,
+			humanCount(float64(a.Pps)), humanBits(float64(a.Bps)))
+		if len(from) > 0 {
+			line += ", from " + strings.Join(from[:min(len(from), 3)], " ")
+		}
+		b.WriteString(line + "\n")
 	}
 }
 
