@@ -227,23 +227,24 @@ func TestPipelineDashboardPromQL(t *testing.T) {
 	goflow2 := goflow2Binary(t, root)
 	kafka := testenv.SharedKafka(t)
 	dsn := testenv.SharedPostgres(t).CreateDB(t, testenv.UniqueName(t))
-	bins := buildCmds(t, root, "mocker", "enricher", "inserter")
+	bins := buildCmds(t, root, "mocker", "enricher", "inserter", "detector")
 
 	name := testenv.UniqueName(t)
-	flows, enriched, dlq := name+"-flows", name+"-enriched", name+"-dlq"
+	flows, enriched, dlq, alerts := name+"-flows", name+"-enriched", name+"-dlq", name+"-alerts"
 	kafka.CreateTopic(t, flows, 2)
 	kafka.CreateTopic(t, enriched, 2)
 	kafka.CreateTopic(t, dlq, 1)
+	kafka.CreateTopic(t, alerts, 1)
 	brokers := strings.Join(kafka.Brokers(), ",")
 
 	addr := func() string { return "127.0.0.1:" + strconv.Itoa(promtest.FreePort(t)) }
-	addrs := map[string]string{"mocker": addr(), "goflow2": addr(), "enricher": addr(), "inserter": addr(), "localhost": addr()}
+	addrs := map[string]string{"mocker": addr(), "goflow2": addr(), "enricher": addr(), "inserter": addr(), "detector": addr(), "localhost": addr()}
 	files, err := filepath.Glob(filepath.Join(root, "compose", "prometheus", "*.yml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no scrape configurations in compose/prometheus: %v", err)
 	}
 	config, jobs, skippedJobs, err := promtest.MergeScrapeConfigs(files, addrs,
-		map[string]string{"clickhouse": "no ClickHouse server in the tests (chDB, the engine in-process, serves no metrics)"}, time.Second)
+		clickhouseServers("no ClickHouse server in the tests (chDB, the engine in-process, serves no metrics)"), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +267,11 @@ func TestPipelineDashboardPromQL(t *testing.T) {
 		fmt.Sprintf("-listen=sflow://127.0.0.1:%d,netflow://127.0.0.1:%d", sflow, netflow),
 		"-transport=kafka", "-transport.kafka.brokers="+brokers, "-transport.kafka.topic="+flows,
 		"-transport.kafka.flushfreq=100ms", "-format=bin", "-addr="+addrs["goflow2"], "-templates.path=/__templates")
+	det := promtest.StartProcess(t, "detector", root, bins["detector"],
+		"-kafka.brokers="+brokers, "-kafka.topic="+enriched, "-kafka.group="+name+"-detector",
+		"-kafka.alerts.topic="+alerts, "-kafka.transactional.id="+name+"-detector", "-metrics.addr="+addrs["detector"])
 	promtest.WaitHTTP(t, ins, "http://"+addrs["inserter"]+"/readyz", time.Minute)
+	promtest.WaitHTTP(t, det, "http://"+addrs["detector"]+"/readyz", time.Minute)
 	promtest.WaitHTTP(t, enr, "http://"+addrs["enricher"]+"/readyz", time.Minute)
 	promtest.WaitHTTP(t, gf, "http://"+addrs["goflow2"]+"/__health", time.Minute)
 	mock := promtest.StartProcess(t, "mocker", root, bins["mocker"],
@@ -437,4 +442,14 @@ func TestPrometheusVersionPinned(t *testing.T) {
 	if !strings.Contains(string(services), "image: "+image+"\n") {
 		t.Errorf("compose/services.yml does not run %s, the release of the Prometheus the tests build (%s): move both together", image, promtest.Version)
 	}
+}
+
+// clickhouseServers maps every ClickHouse service of the stacks (the single
+// server and the cluster's nodes) to the reason its scrape job is skipped.
+func clickhouseServers(reason string) map[string]string {
+	m := map[string]string{"clickhouse": reason}
+	for _, n := range []string{"s1r1", "s1r2", "s2r1", "s2r2"} {
+		m["clickhouse-"+n] = reason
+	}
+	return m
 }

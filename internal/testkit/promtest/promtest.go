@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -79,6 +80,23 @@ type Job struct {
 	Addr    string // where the test serves it
 }
 
+// allSkipped says whether every target's service is in skip, with the
+// reason given for the first.
+func allSkipped(targets []string, skip map[string]string) (string, bool) {
+	reason := ""
+	for _, t := range targets {
+		host, _, err := net.SplitHostPort(t)
+		r, ok := skip[host]
+		if err != nil || !ok {
+			return "", false
+		}
+		if reason == "" {
+			reason = r
+		}
+	}
+	return reason, len(targets) > 0
+}
+
 // MergeScrapeConfigs reads the compose stacks' Prometheus files, merges
 // their scrape jobs (a job name must scrape the same targets in every
 // file), and returns a configuration scraping every interval, in which
@@ -121,6 +139,14 @@ func MergeScrapeConfigs(files []string, addrs map[string]string, skip map[string
 			var targets []string
 			for _, st := range s.StaticConfigs {
 				targets = append(targets, st.Targets...)
+			}
+			if reason, ok := allSkipped(targets, skip); ok {
+				// A service the test does not run may be scraped differently
+				// per stack (one ClickHouse server, or the cluster's nodes).
+				if !slices.ContainsFunc(skipped, func(j Job) bool { return j.Name == s.JobName }) {
+					skipped = append(skipped, Job{Name: s.JobName, Service: strings.Join(targets, ","), Addr: reason})
+				}
+				continue
 			}
 			if prev, ok := merged[s.JobName]; ok {
 				if !slices.Equal(prev, targets) {
