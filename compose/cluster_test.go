@@ -136,11 +136,16 @@ func TestClusterKafka(t *testing.T) {
 			t.Errorf("kafka-init runs %q, which has %q", args, want)
 		}
 	}
-	if got := strings.Count(args, "--replication-factor 3 --config min.insync.replicas=2"); got != 3 {
-		t.Errorf("kafka-init creates %d topics with 3 copies and min.insync.replicas=2, want 3: %s", got, args)
+	// Every topic it creates (flows, flows-enriched, flows-dlq, alerts).
+	topics := strings.Count(args, "--topic ")
+	if topics != 4 {
+		t.Errorf("kafka-init creates %d topics, want 4: %s", topics, args)
 	}
-	if got := strings.Count(args, "--bootstrap-server "+strings.Join(hostPorts(clusterBrokers, 9092), ",")); got != 3 {
-		t.Errorf("kafka-init bootstraps %d times from the three brokers, want 3: %s", got, args)
+	if got := strings.Count(args, "--replication-factor 3 --config min.insync.replicas=2"); got != topics {
+		t.Errorf("kafka-init creates %d topics with 3 copies and min.insync.replicas=2, want all %d: %s", got, topics, args)
+	}
+	if got := strings.Count(args, "--bootstrap-server "+strings.Join(hostPorts(clusterBrokers, 9092), ",")); got != topics {
+		t.Errorf("kafka-init bootstraps %d times from the three brokers, want %d: %s", got, topics, args)
 	}
 	// The Kafka engine of every ClickHouse node reads the same brokers.
 	if want := strings.Join(hostPorts(clusterBrokers, 9092), ","); clickhouse.ClusterBrokers != want {
