@@ -70,9 +70,9 @@ type rollup struct {
 }
 
 // enrichedDims are flows_5m_enriched's key columns besides the timeslot and
-// AS numbers. The strings are the decoded message's: DecodeWire gives each
-// flow its own (or reuses the previous flow's when equal), never a view of
-// a buffer that is overwritten, so keeping them costs no copy. A batch
+// AS numbers. The strings are the decoded message's: DecodeWire (and
+// DecodeWireInterned, whose strings flows share) never makes one a view
+// of a buffer that is overwritten, so keeping them costs no copy. A batch
 // keeps each distinct set once (Batch.dims).
 type enrichedDims struct {
 	srcCountry, dstCountry, srcASName, dstASName   string
