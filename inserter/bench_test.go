@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -176,7 +177,8 @@ func BenchmarkDrain1M(b *testing.B) {
 	b.ReportMetric(insertNoSyncRate, "insert_nofsync_rows/s")
 	b.ReportMetric(drainRate/copyRate, "drain/copy")
 	b.ReportMetric(drainRate/insertRate, "drain/insert")
-	b.ReportMetric(float64(peak.Load())/1024, "peak_rss_MB")
+	// VmHWM catches a peak between two samples.
+	b.ReportMetric(float64(max(peak.Load(), hwm))/1024, "peak_rss_MB")
 }
 
 func setFsync(b *testing.B, dsn string) {
@@ -257,7 +259,7 @@ func BenchmarkDrainEnriched1M(b *testing.B) {
 	if got := flowtest.ProduceEnrichedFlows(b, k.Brokers(), enrichedTopic, 1, total, 1, base); got != want {
 		b.Fatalf("enriched totals %v, plain %v", got, want)
 	}
-	drain := func(topic, dsn string) time.Duration {
+	drain := func(kind, topic, dsn string) time.Duration {
 		in, err := New(Config{Brokers: k.Brokers(), Topic: topic, Group: "bench", PostgresDSN: dsn, KafkaVersion: k.Version()}, testLogger(b), newRegistry())
 		if err != nil {
 			b.Fatal(err)
@@ -265,8 +267,11 @@ func BenchmarkDrainEnriched1M(b *testing.B) {
 		runtime.GC()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
+		goCPU0, pgCPU0 := processCPU(), serverCPU(b, pg.DSN())
 		t0 := time.Now()
-		go func() { done <- in.Run(ctx) }()
+		// Labelled, so that a CPU profile (-cpuprofile) tells the two
+		// drains apart: go tool pprof -tagfocus drain=enriched.
+		go pprof.Do(ctx, pprof.Labels("drain", kind), func(ctx context.Context) { done <- in.Run(ctx) })
 		for in.Stored() < total {
 			select {
 			case err := <-done:
@@ -278,9 +283,12 @@ func BenchmarkDrainEnriched1M(b *testing.B) {
 			}
 		}
 		d := time.Since(t0)
+		// Before Run returns: the server's CPU counts its live backends.
+		goCPU, pgCPU := processCPU()-goCPU0, serverCPU(b, pg.DSN())-pgCPU0
 		cancel()
 		<-done
 		flowtest.Check(b, dsn, want)
+		b.Logf("%s drain: %s; CPU used: inserter (this process) %.1fs, PostgreSQL %.1fs", kind, d.Round(time.Millisecond), goCPU.Seconds(), pgCPU.Seconds())
 		return d
 	}
 	b.ResetTimer()
@@ -289,7 +297,11 @@ func BenchmarkDrainEnriched1M(b *testing.B) {
 	for round := range 2 {
 		for _, topic := range []string{plainTopic, enrichedTopic} {
 			dsn := pg.CreateDB(b, testenv.UniqueName(b)+fmt.Sprintf("-%d-%d", round, len(best)))
-			d := drain(topic, dsn)
+			kind := "plain"
+			if topic == enrichedTopic {
+				kind = "enriched"
+			}
+			d := drain(kind, topic, dsn)
 			b.Logf("round %d: %s drained in %s", round+1, topic, d.Round(time.Millisecond))
 			if old, ok := best[topic]; !ok || d < old {
 				best[topic] = d
@@ -345,6 +357,60 @@ func BenchmarkDrainEnriched1M(b *testing.B) {
 	b.ReportMetric(enrichedRate, "enriched_drain_rows/s")
 	b.ReportMetric(copyRate, "enriched_copy_rows/s")
 	b.ReportMetric(enrichedRate/plainRate, "enriched/plain")
+}
+
+// processCPU is the CPU time (user + system) this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// serverCPU is the CPU time the PostgreSQL server at dsn has used: its
+// postmaster's, the children it has reaped, and the live ones (Linux /proc).
+func serverCPU(b *testing.B, dsn string) time.Duration {
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var dir string
+	if err := conn.QueryRow(context.Background(), "SHOW data_directory").Scan(&dir); err != nil {
+		b.Fatal(err)
+	}
+	pidFile, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	postmaster, _, _ := strings.Cut(string(pidFile), "\n")
+	// Fields after the command: state ppid ... utime(14) stime(15) cutime(16) cstime(17), in clock ticks.
+	stat := func(pid string) (ppid string, ticks []int64) {
+		data, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			return "", nil
+		}
+		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+		for _, v := range f[11:15] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			ticks = append(ticks, n)
+		}
+		return f[1], ticks
+	}
+	_, t := stat(postmaster)
+	if t == nil {
+		b.Fatalf("no /proc entry for the postmaster %s", postmaster)
+	}
+	total := t[0] + t[1] + t[2] + t[3]
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if ppid, t := stat(e.Name()); ppid == postmaster && t != nil {
+			total += t[0] + t[1]
+		}
+	}
+	const ticksPerSecond = 100 // USER_HZ
+	return time.Duration(total) * time.Second / ticksPerSecond
 }
 
 // resetPeakRSS resets VmHWM (Linux: writing 5 to clear_refs).

@@ -20,6 +20,9 @@ const DefaultMaxFuture = 10 * time.Minute
 // it is not safe for concurrent use; use one per partition.
 type Decoder struct {
 	m pb.FlowMessage
+	// Names recur across a partition's flows: decoded once, shared by the
+	// batch's rollup dimensions.
+	strings pb.Interner
 	// Now is the clock for the time bounds (nil: time.Now). Flows older
 	// than Retention (0: no limit but 2000-01-01) or more than MaxFuture
 	// ahead (0: DefaultMaxFuture) are rejected.
@@ -50,7 +53,7 @@ func (d *Decoder) Decode(value []byte, offset int64, b *pgsink.Batch) (flows int
 	lim := pgsink.NewLimits(now(), d.Retention, maxFuture)
 	b.BeginRecord(offset)
 	zero := 0
-	err = pb.UnmarshalRecord(value, &d.m, func(m *pb.FlowMessage) error {
+	err = pb.UnmarshalRecordInterned(value, &d.m, &d.strings, func(m *pb.FlowMessage) error {
 		if err := pgsink.ValidateFlow(m, lim); err != nil {
 			return fmt.Errorf("flow %d: %w: %w", flows, ErrInvalidField, err)
 		}

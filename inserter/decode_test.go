@@ -137,19 +137,27 @@ func TestParseRetention(t *testing.T) {
 }
 
 func BenchmarkDecode(b *testing.B) {
-	values, _ := flowtest.Records(1, 10000, 1, time.Now().Add(-time.Hour))
-	batch := pgsink.NewBatch("flows", 0)
-	var d Decoder
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		v := values[i%len(values)]
-		if i%len(values) == 0 {
-			batch.Reset("flows", 0)
+	for _, enriched := range []bool{false, true} {
+		name, records := "plain", flowtest.Records
+		if enriched {
+			name, records = "enriched", flowtest.EnrichedRecords
 		}
-		if _, err := d.Decode(v, int64(i), batch); err != nil {
-			b.Fatal(err)
-		}
+		b.Run(name, func(b *testing.B) {
+			values, _ := records(1, 10000, 1, time.Now().Add(-time.Hour))
+			batch := pgsink.NewBatch("flows", 0)
+			var d Decoder
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				v := values[i%len(values)]
+				if i%len(values) == 0 {
+					batch.Reset("flows", 0)
+				}
+				if _, err := d.Decode(v, int64(i), batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+		})
 	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
 }

@@ -15,6 +15,7 @@ package pb
 
 import (
 	"fmt"
+	"hash/maphash"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -336,14 +337,49 @@ func (m *FlowMessage) WireSize() int {
 //     for names that change.
 //
 // Errors wrap ErrBadMessage.
-func (m *FlowMessage) DecodeWire(b []byte) error {
+func (m *FlowMessage) DecodeWire(b []byte) error { return m.decodeWire(b, nil) }
+
+// DecodeWireInterned is DecodeWire taking the string fields from in when
+// it holds them, and adding them to it otherwise: a stream of flows whose
+// names recur (the enricher's do, though rarely in consecutive flows)
+// then costs a hash and a compare per name instead of a UTF-8 check and
+// an allocation, and its strings share memory.
+func (m *FlowMessage) DecodeWireInterned(b []byte, in *Interner) error { return m.decodeWire(b, in) }
+
+// Interner holds recently decoded string fields for DecodeWireInterned,
+// in a fixed table (about 8 KB): a name that collides with another
+// replaces it. The zero value is ready; it is not safe for concurrent use.
+type Interner struct {
+	slots [internSlots]string
+}
+
+const internSlots = 512 // a power of two
+
+var internSeed = maphash.MakeSeed()
+
+// get returns v as a string, from the table or added to it; ok is false
+// if v is not valid UTF-8. Only valid strings enter the table, so a hit
+// needs no check.
+func (in *Interner) get(v []byte) (s string, ok bool) {
+	slot := &in.slots[maphash.Bytes(internSeed, v)&(internSlots-1)]
+	if *slot == string(v) { // compared without a conversion
+		return *slot, true
+	}
+	if !utf8.Valid(v) {
+		return "", false
+	}
+	*slot = string(v)
+	return *slot, true
+}
+
+func (m *FlowMessage) decodeWire(b []byte, in *Interner) error {
 	// The strings, when the previous message had any, to keep those that
 	// repeat (the enricher's names do).
 	var prev [15]string // by field number - 2001
-	if m.SrcCountry != "" || m.DstCountry != "" || m.SrcAsName != "" || m.DstAsName != "" ||
+	if in == nil && (m.SrcCountry != "" || m.DstCountry != "" || m.SrcAsName != "" || m.DstAsName != "" ||
 		m.SrcNetName != "" || m.DstNetName != "" || m.SrcNetRole != "" || m.DstNetRole != "" ||
 		m.SrcNetSite != "" || m.DstNetSite != "" || m.ExporterName != "" || m.InIfName != "" ||
-		m.OutIfName != "" || m.InIfDescription != "" || m.OutIfDescription != "" {
+		m.OutIfName != "" || m.InIfDescription != "" || m.OutIfDescription != "") {
 		prev = [...]string{
 			m.SrcCountry, m.DstCountry, m.SrcAsName, m.DstAsName,
 			m.SrcNetName, m.DstNetName, m.SrcNetRole, m.DstNetRole,
@@ -497,12 +533,19 @@ func (m *FlowMessage) DecodeWire(b []byte) error {
 				break
 			}
 			// Proto3 strings: proto.Unmarshal rejects invalid UTF-8.
-			if !utf8.Valid(v) {
-				return fmt.Errorf("%w: field %d at byte %d: invalid UTF-8", ErrBadMessage, num, at)
-			}
-			s := prev[num-2001]
-			if s != string(v) { // compared without a conversion
-				s = string(v)
+			var s string
+			if in != nil && len(v) > 0 {
+				var ok bool
+				if s, ok = in.get(v); !ok {
+					return fmt.Errorf("%w: field %d at byte %d: invalid UTF-8", ErrBadMessage, num, at)
+				}
+			} else {
+				if !utf8.Valid(v) {
+					return fmt.Errorf("%w: field %d at byte %d: invalid UTF-8", ErrBadMessage, num, at)
+				}
+				if s = prev[num-2001]; s != string(v) { // compared without a conversion
+					s = string(v)
+				}
 			}
 			switch num {
 			case 2001:

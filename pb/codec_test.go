@@ -86,6 +86,19 @@ func checkDecode(t testing.TB, wire []byte, reused *pb.FlowMessage) {
 	if len(reused.ProtoReflect().GetUnknown()) != 0 {
 		t.Fatalf("input %x: DecodeWire kept unknown fields", wire)
 	}
+	// DecodeWireInterned reads the same, with a table that holds the
+	// strings of every input checked before (and whatever collided).
+	interned.m.Reset()
+	if err := interned.m.DecodeWireInterned(wire, &interned.in); err != nil || !proto.Equal(&interned.m, &want) {
+		t.Fatalf("input %x: DecodeWireInterned error %v, read\n %v\nproto.Unmarshal read\n %v", wire, err, &interned.m, &want)
+	}
+}
+
+// interned is checkDecode's state for DecodeWireInterned, kept across
+// inputs (the tests of this package do not run in parallel).
+var interned struct {
+	m  pb.FlowMessage
+	in pb.Interner
 }
 
 // dirty is a message with every field set, to check that DecodeWire

@@ -6,12 +6,14 @@ package pb_test
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
 
 	flowpb "github.com/netsampler/goflow2/v2/pb"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -521,6 +523,56 @@ func TestEnrichedAllocs(t *testing.T) {
 	}
 	if m.InIfDescription != e.InIfDescription || m.OutIfBoundary != e.OutIfBoundary {
 		t.Errorf("decoded in_if_description %q out_if_boundary %v", m.InIfDescription, m.OutIfBoundary)
+	}
+}
+
+// TestDecodeWireInterned: the interner hands out one string per distinct
+// name however the flows alternate, so decoding allocates only for a name
+// it has not seen; invalid UTF-8 is refused whether or not valid names
+// fill the table, and never enters it.
+func TestDecodeWireInterned(t *testing.T) {
+	names := []string{"GOOGLE", "NETFLIX-ASN", "Zürich Kabel AG", "東京 Net", "GOOGLE"}
+	var bodies [][]byte
+	for _, n := range names {
+		e := typicalEnrichment()
+		e.SrcAsName, e.DstAsName = n, n
+		bodies = append(bodies, splitFrame(t, pb.AppendEnrichedFrame(nil, sampleFlows()[0].AppendWire(nil), e)))
+	}
+	var in pb.Interner
+	var m pb.FlowMessage
+	seen := map[string]*byte{}
+	for round := range 3 {
+		for i, body := range bodies {
+			if err := m.DecodeWireInterned(body, &in); err != nil {
+				t.Fatal(err)
+			}
+			if m.SrcAsName != names[i] || m.DstAsName != names[i] {
+				t.Fatalf("round %d flow %d: as names %q, %q; want %q", round, i, m.SrcAsName, m.DstAsName, names[i])
+			}
+			p := unsafe.StringData(m.SrcAsName)
+			if unsafe.StringData(m.DstAsName) != p {
+				t.Errorf("round %d flow %d: src and dst AS name %q are two strings, want one", round, i, names[i])
+			}
+			if old, ok := seen[names[i]]; ok && old != p {
+				t.Errorf("round %d flow %d: %q decoded into a new string", round, i, names[i])
+			}
+			seen[names[i]] = p
+		}
+	}
+	if allocs := testing.AllocsPerRun(100, func() {
+		for _, body := range bodies {
+			if err := m.DecodeWireInterned(body, &in); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}); allocs != 0 {
+		t.Errorf("decoding flows whose names alternate allocates %v times with a warm interner, want 0", allocs)
+	}
+	bad := protowire.AppendBytes(protowire.AppendTag(bodies[0], 2003, protowire.BytesType), []byte("GOO\xffGLE"))
+	for range 2 {
+		if err := m.DecodeWireInterned(bad, &in); !errors.Is(err, pb.ErrBadMessage) {
+			t.Fatalf("invalid UTF-8: error %v, want ErrBadMessage", err)
+		}
 	}
 }
 

@@ -107,8 +107,14 @@ func ForEachFrame(value []byte, fn func(msg []byte) error) error {
 // byte slices: the next message reuses them (see DecodeWire). Unknown
 // fields are skipped, not kept in m.
 func UnmarshalRecord(value []byte, m *FlowMessage, fn func(*FlowMessage) error) error {
+	return UnmarshalRecordInterned(value, m, nil, fn)
+}
+
+// UnmarshalRecordInterned is UnmarshalRecord with DecodeWireInterned (in
+// nil: DecodeWire).
+func UnmarshalRecordInterned(value []byte, m *FlowMessage, in *Interner, fn func(*FlowMessage) error) error {
 	return ForEachFrame(value, func(msg []byte) error {
-		if err := m.DecodeWire(msg); err != nil {
+		if err := m.decodeWire(msg, in); err != nil {
 			return err
 		}
 		return fn(m)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/spendletonliveaction/flow-pipeline/pb"
 )
@@ -32,6 +33,18 @@ type Batch struct {
 	raw     []byte   // keys and values of the records with flows (SetRaw)
 	days    map[int64]struct{}
 	flows   int
+	// dims holds each distinct set of enriched dimensions once, and the
+	// rollups refer to it by index: a batch has few distinct sets, and
+	// 11 strings per flow would triple the rollups' memory (and give the
+	// garbage collector 11 pointers per flow to scan).
+	dims     []enrichedDims
+	dimIndex map[enrichedDims]uint32
+	lastDims uint32 // the previous flow's index in dims, if len(dims) > 0
+	// dimsCache finds a set by the addresses of its strings (1 + index in
+	// dims; 0 is empty): the inserter's decoder interns names, so a set
+	// that recurs usually has the same addresses, and is found without
+	// hashing its text as dimIndex does.
+	dimsCache [dimsCacheSize]uint32
 	// Owner is opaque to the sink; the inserter uses it to acknowledge the
 	// batch to the consumer session that produced it.
 	Owner any
@@ -54,16 +67,17 @@ type record struct {
 
 type rollup struct {
 	slot           int64
+	bytes, packets uint64 // scaled by max(sampling_rate, 1)
 	srcAS, dstAS   uint32
 	etype          uint32
-	bytes, packets uint64 // scaled by max(sampling_rate, 1)
-	dims           enrichedDims
+	dims           uint32 // index in Batch.dims
 }
 
 // enrichedDims are flows_5m_enriched's key columns besides the timeslot and
-// AS numbers. The strings are the decoded message's: DecodeWire gives each
-// flow its own (or reuses the previous flow's when equal), never a view of
-// a buffer that is overwritten, so keeping them costs no copy.
+// AS numbers. The strings are the decoded message's: DecodeWire (and
+// DecodeWireInterned, whose strings flows share) never makes one a view
+// of a buffer that is overwritten, so keeping them costs no copy. A batch
+// keeps each distinct set once (Batch.dims).
 type enrichedDims struct {
 	srcCountry, dstCountry, srcASName, dstASName   string
 	srcNetName, dstNetName, srcNetSite, dstNetSite string
@@ -73,16 +87,17 @@ type enrichedDims struct {
 
 // NewBatch returns an empty batch for topic/partition.
 func NewBatch(topic string, partition int32) *Batch {
-	b := &Batch{days: map[int64]struct{}{}}
+	b := &Batch{days: map[int64]struct{}{}, dimIndex: map[enrichedDims]uint32{}}
 	b.Reset(topic, partition)
 	return b
 }
 
-// Grow makes room for flows more flows, so a batch filled up to its flush
-// threshold never reallocates (doubling would leave up to half unused).
+// Grow makes room for flows more flows, so a batch of plain flows filled
+// up to its flush threshold never reallocates (growing by append would
+// leave up to a quarter unused, in every batch held). Enriched rows are
+// wider: their batches grow once, and keep that size when reused.
 func (b *Batch) Grow(flows int) {
-	const rowSize = 240 // an IPv6 row is about 230 bytes encoded (without enrichment)
-	b.rows = slices.Grow(b.rows, flows*rowSize)
+	b.rows = slices.Grow(b.rows, flows*plainRowBytes)
 	b.rollups = slices.Grow(b.rollups, flows)
 	b.received = slices.Grow(b.received, flows)
 	b.records = slices.Grow(b.records, flows)
@@ -97,6 +112,10 @@ func (b *Batch) Reset(topic string, partition int32) {
 	b.received = b.received[:0]
 	b.records = b.records[:0]
 	b.raw = b.raw[:0]
+	clear(b.dims) // let the strings go
+	b.dims = b.dims[:0]
+	clear(b.dimIndex)
+	clear(b.dimsCache[:])
 	clear(b.days)
 	b.lastDay = -1
 	b.flows = 0
@@ -120,22 +139,76 @@ func (b *Batch) BeginRecord(offset int64) {
 // AddFlow appends m, which must have passed ValidateFlow, to the current
 // record.
 func (b *Batch) AddFlow(m *pb.FlowMessage) {
-	b.rows = binary.BigEndian.AppendUint16(b.rows, uint16(len(columns)))
-	for i := range columns {
-		b.rows = columns[i].put(b.rows, m)
-	}
+	b.rows = appendRow(b.rows, m)
 	slot := Timeslot(m.TimeReceivedNs)
 	// flows_5m holds scaled sums; ValidateFlow bounds each product to 2^50.
 	rate := max(m.SamplingRate, 1)
 	b.rollups = append(b.rollups, rollup{slot: slot, srcAS: m.SrcAs, dstAS: m.DstAs, etype: m.Etype, bytes: m.Bytes * rate, packets: m.Packets * rate,
-		dims: enrichedDims{m.SrcCountry, m.DstCountry, m.SrcAsName, m.DstAsName, m.SrcNetName, m.DstNetName, m.SrcNetSite, m.DstNetSite,
-			m.ExporterName, m.InIfName, m.OutIfName, int16(m.InIfBoundary), int16(m.OutIfBoundary)}})
+		dims: b.dimsOf(m)})
 	b.received = append(b.received, int64(m.TimeReceivedNs))
 	// Flows arrive in time order: only touch the map when the day changes.
 	if day := slot - slot%86400; day != b.lastDay {
 		b.days[day] = struct{}{}
 		b.lastDay = day
 	}
+}
+
+// appendRow appends m as a binary COPY tuple.
+func appendRow(dst []byte, m *pb.FlowMessage) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(columns)))
+	for i := range columns {
+		dst = columns[i].put(dst, m)
+	}
+	return dst
+}
+
+// plainRowBytes is the size of the largest row without enrichment: IPv6
+// addresses and every time set.
+var plainRowBytes = func() int {
+	a := make([]byte, 16)
+	return len(appendRow(nil, &pb.FlowMessage{TimeReceivedNs: 1, TimeFlowStartNs: 1, TimeFlowEndNs: 1, SamplerAddress: a, SrcAddr: a, DstAddr: a}))
+}()
+
+// dimsOf is the index in b.dims of m's enriched dimensions, added if new.
+// Consecutive flows often share them (all empty without enrichment), so
+// the previous flow's set is tried before the map.
+func (b *Batch) dimsOf(m *pb.FlowMessage) uint32 {
+	d := enrichedDims{m.SrcCountry, m.DstCountry, m.SrcAsName, m.DstAsName, m.SrcNetName, m.DstNetName, m.SrcNetSite, m.DstNetSite,
+		m.ExporterName, m.InIfName, m.OutIfName, int16(m.InIfBoundary), int16(m.OutIfBoundary)}
+	if len(b.dims) > 0 && b.dims[b.lastDims] == d {
+		return b.lastDims
+	}
+	// Strings at the same address compare without reading their bytes;
+	// equal ones elsewhere still compare equal, so a hit is always right.
+	slot := &b.dimsCache[d.addrHash()]
+	if i := *slot; i != 0 && b.dims[i-1] == d {
+		b.lastDims = i - 1
+		return i - 1
+	}
+	i, ok := b.dimIndex[d]
+	if !ok {
+		i = uint32(len(b.dims))
+		b.dims = append(b.dims, d)
+		b.dimIndex[d] = i
+	}
+	*slot = i + 1
+	b.lastDims = i
+	return i
+}
+
+const dimsCacheBits = 10
+const dimsCacheSize = 1 << dimsCacheBits
+
+// addrHash hashes the addresses and lengths of d's strings and its
+// boundaries into dimsCacheBits bits.
+func (d *enrichedDims) addrHash() uint32 {
+	h := uint64(d.inIfBoundary)<<16 | uint64(uint16(d.outIfBoundary))
+	for _, s := range [...]string{d.srcCountry, d.dstCountry, d.srcASName, d.dstASName, d.srcNetName, d.dstNetName,
+		d.srcNetSite, d.dstNetSite, d.exporterName, d.inIfName, d.outIfName} {
+		h = (h ^ uint64(uintptr(unsafe.Pointer(unsafe.StringData(s))))) * 0x9e3779b97f4a7c15
+		h ^= uint64(len(s))
+	}
+	return uint32(h >> (64 - dimsCacheBits))
 }
 
 // EndRecord keeps the current record's flows. A record with no valid flow

@@ -234,37 +234,35 @@ func ValidateFlow(m *pb.FlowMessage, lim Limits) error {
 	return validateEnrichment(m)
 }
 
+// textFields names the enricher's text fields in validateEnrichment's
+// order; from firstDescription on, they are descriptions.
+var textFields = [...]string{"src_country", "dst_country", "src_as_name", "dst_as_name", "src_net_name", "dst_net_name", "src_net_role", "dst_net_role",
+	"src_net_site", "dst_net_site", "exporter_name", "in_if_name", "out_if_name", "in_if_description", "out_if_description"}
+
+const firstDescription = 13
+
 // validateEnrichment checks the enricher's fields (pb 2001-2020): bounded
 // text without NUL bytes (PostgreSQL's text refuses them; DecodeWire has
 // already refused invalid UTF-8), speeds that fit bigint, and boundaries
 // that are one of the enum's values (proto3 enums are open).
 func validateEnrichment(m *pb.FlowMessage) error {
-	for _, f := range [...]struct {
-		name string
-		v    string
-		max  int
-	}{
-		{"src_country", m.SrcCountry, MaxNameBytes},
-		{"dst_country", m.DstCountry, MaxNameBytes},
-		{"src_as_name", m.SrcAsName, MaxNameBytes},
-		{"dst_as_name", m.DstAsName, MaxNameBytes},
-		{"src_net_name", m.SrcNetName, MaxNameBytes},
-		{"dst_net_name", m.DstNetName, MaxNameBytes},
-		{"src_net_role", m.SrcNetRole, MaxNameBytes},
-		{"dst_net_role", m.DstNetRole, MaxNameBytes},
-		{"src_net_site", m.SrcNetSite, MaxNameBytes},
-		{"dst_net_site", m.DstNetSite, MaxNameBytes},
-		{"exporter_name", m.ExporterName, MaxNameBytes},
-		{"in_if_name", m.InIfName, MaxNameBytes},
-		{"out_if_name", m.OutIfName, MaxNameBytes},
-		{"in_if_description", m.InIfDescription, MaxDescriptionBytes},
-		{"out_if_description", m.OutIfDescription, MaxDescriptionBytes},
-	} {
-		if len(f.v) > f.max {
-			return fmt.Errorf("%w: %s has %d bytes, at most %d are stored", ErrTextTooLong, f.name, len(f.v), f.max)
+	// Per flow, on the hot path: no per-field error context is built
+	// unless a field fails.
+	texts := [...]string{m.SrcCountry, m.DstCountry, m.SrcAsName, m.DstAsName, m.SrcNetName, m.DstNetName, m.SrcNetRole, m.DstNetRole,
+		m.SrcNetSite, m.DstNetSite, m.ExporterName, m.InIfName, m.OutIfName, m.InIfDescription, m.OutIfDescription}
+	for i, v := range texts {
+		if v == "" {
+			continue
 		}
-		if strings.IndexByte(f.v, 0) >= 0 {
-			return fmt.Errorf("%s holds a NUL byte, which PostgreSQL text cannot store", f.name)
+		limit := MaxNameBytes
+		if i >= firstDescription {
+			limit = MaxDescriptionBytes
+		}
+		if len(v) > limit {
+			return fmt.Errorf("%w: %s has %d bytes, at most %d are stored", ErrTextTooLong, textFields[i], len(v), limit)
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return fmt.Errorf("%s holds a NUL byte, which PostgreSQL text cannot store", textFields[i])
 		}
 	}
 	if m.InIfSpeed > math.MaxInt64 || m.OutIfSpeed > math.MaxInt64 {

@@ -327,7 +327,7 @@ RETURNING next_offset, xmax = 0`, s.cfg.Group, b.Topic, b.Partition).Scan(&store
 		if want := rollEnd - rollPos; res.Flows != want {
 			return Result{}, opErr("write", fmt.Errorf("COPY stored %d rows, want %d", res.Flows, want))
 		}
-		if err := upsertRollup(ctx, tx, b.rollups[rollPos:rollEnd]); err != nil {
+		if err := upsertRollup(ctx, tx, b.rollups[rollPos:rollEnd], b.dims); err != nil {
 			return Result{}, opErr("write", err)
 		}
 	}
@@ -381,7 +381,7 @@ func numericText(s [2]uint64) string {
 // re-reading the rows. Keys are sorted so concurrent writers lock rollup
 // rows in the same order and cannot deadlock. Sums go as numeric text: the
 // columns are numeric so that no slot can overflow.
-func upsertRollup(ctx context.Context, tx pgx.Tx, rows []rollup) error {
+func upsertRollup(ctx context.Context, tx pgx.Tx, rows []rollup, dims []enrichedDims) error {
 	agg := make(map[rollupKey]*rollupSum, 256)
 	for i := range rows {
 		r := &rows[i]
@@ -421,17 +421,18 @@ SET bytes = r.bytes + EXCLUDED.bytes, packets = r.packets + EXCLUDED.packets, fl
 	if err != nil {
 		return fmt.Errorf("update flows_5m: %w", err)
 	}
-	return upsertEnrichedRollup(ctx, tx, rows)
+	return upsertEnrichedRollup(ctx, tx, rows, dims)
 }
 
+// enrichedKey is a flows_5m_enriched key; dims indexes the batch's dims.
 type enrichedKey struct {
 	slot         int64
 	srcAS, dstAS uint32
-	dims         enrichedDims
+	dims         uint32
 }
 
-func compareEnrichedKeys(a, b enrichedKey) int {
-	x, y := &a.dims, &b.dims
+func compareEnrichedKeys(a, b enrichedKey, dims []enrichedDims) int {
+	x, y := &dims[a.dims], &dims[b.dims]
 	return cmp.Or(cmp.Compare(a.slot, b.slot), cmp.Compare(a.srcAS, b.srcAS), cmp.Compare(a.dstAS, b.dstAS),
 		strings.Compare(x.srcCountry, y.srcCountry), strings.Compare(x.dstCountry, y.dstCountry),
 		strings.Compare(x.srcASName, y.srcASName), strings.Compare(x.dstASName, y.dstASName),
@@ -446,7 +447,7 @@ func compareEnrichedKeys(a, b enrichedKey) int {
 // upsertRollup does for flows_5m, in the same transaction. Keys are sorted
 // the same way in every writer (byte order; PostgreSQL's collation may
 // differ, but only a consistent order matters to avoid deadlocks).
-func upsertEnrichedRollup(ctx context.Context, tx pgx.Tx, rows []rollup) error {
+func upsertEnrichedRollup(ctx context.Context, tx pgx.Tx, rows []rollup, dims []enrichedDims) error {
 	agg := make(map[enrichedKey]*rollupSum, 256)
 	for i := range rows {
 		r := &rows[i]
@@ -464,7 +465,7 @@ func upsertEnrichedRollup(ctx context.Context, tx pgx.Tx, rows []rollup) error {
 	for k := range agg {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, compareEnrichedKeys)
+	slices.SortFunc(keys, func(a, b enrichedKey) int { return compareEnrichedKeys(a, b, dims) })
 	n := len(keys)
 	slots, src, dst, flows := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 	bytes, packets := make([]string, n), make([]string, n)
@@ -474,7 +475,7 @@ func upsertEnrichedRollup(ctx context.Context, tx pgx.Tx, rows []rollup) error {
 	}
 	inB, outB := make([]int16, n), make([]int16, n)
 	for i, k := range keys {
-		s, d := agg[k], &k.dims
+		s, d := agg[k], &dims[k.dims]
 		slots[i], src[i], dst[i] = k.slot, int64(k.srcAS), int64(k.dstAS)
 		for j, v := range [11]string{d.srcCountry, d.dstCountry, d.srcASName, d.dstASName, d.srcNetName, d.dstNetName,
 			d.srcNetSite, d.dstNetSite, d.exporterName, d.inIfName, d.outIfName} {

@@ -232,7 +232,9 @@ func Query(ctx context.Context, dsn string) (DB, error) {
 // agrees with the rows, and no flow is stored twice.
 func Check(t testing.TB, dsn string, want Totals) DB {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// Generous: on a loaded machine, this query over the 1M rows of a
+	// drain benchmark has taken over a minute.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	d, err := Query(ctx, dsn)
 	if err != nil {
