@@ -129,7 +129,10 @@ func TestMockerThroughGoflow2IntoPostgres(t *testing.T) {
 	g := startGoflow2(t, binary, kafka.Brokers()[0], topic, stackGoflow2Flags...)
 
 	before := readUDPDrops(t, g.ports["sflow"], g.ports["netflow"])
-	const perOutput = 10_000
+	// The larger run (100,000 flows at 20,000/s) by hand:
+	// FLOWPIPELINE_COLLECT_COUNT=100000 FLOWPIPELINE_COLLECT_RATE=20000.
+	perOutput := uint64(envInt(t, "FLOWPIPELINE_COLLECT_COUNT", 10_000))
+	collectRate := float64(envInt(t, "FLOWPIPELINE_COLLECT_RATE", collectRate))
 	summaries := sendThroughGoflow2(t, g, []string{mocker.OutputIPFIX, mocker.OutputNetFlowV9, mocker.OutputSFlow}, perOutput, collectRate)
 
 	type key struct{ address, typ string }
@@ -159,7 +162,7 @@ func TestMockerThroughGoflow2IntoPostgres(t *testing.T) {
 		}
 	}
 	after := readUDPDrops(t, g.ports["sflow"], g.ports["netflow"])
-	t.Logf("%d flows in %d datagrams at %d flows/s; goflow2 received %v datagrams; kernel UDP drops on goflow2's sockets %d → %d, host InErrors %d → %d, RcvbufErrors %d → %d",
+	t.Logf("%d flows in %d datagrams at %.0f flows/s; goflow2 received %v datagrams; kernel UDP drops on goflow2's sockets %d → %d, host InErrors %d → %d, RcvbufErrors %d → %d",
 		flows, datagrams, collectRate, got, before.sockets, after.sockets, before.inErrors, after.inErrors, before.rcvbufErrors, after.rcvbufErrors)
 	if after.sockets != before.sockets {
 		t.Errorf("the kernel dropped %d datagrams on goflow2's sockets", after.sockets-before.sockets)
@@ -206,4 +209,19 @@ func TestMockerThroughGoflow2IntoPostgres(t *testing.T) {
 			t.Errorf("%s %s: PostgreSQL holds %+v, the summary says %+v", k.address, k.typ, stored[k], w)
 		}
 	}
+}
+
+// envInt reads a positive integer from the environment, or gives def.
+func envInt(t testing.TB, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		t.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	t.Logf("%s=%d", name, n)
+	return n
 }
