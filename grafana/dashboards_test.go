@@ -718,7 +718,7 @@ func TestClickHouseQueries(t *testing.T) {
 // cannot leave a panel silently empty.
 func TestPipelineMetricsExist(t *testing.T) {
 	var src strings.Builder
-	for _, dir := range []string{"../mocker", "../inserter", "../enricher", "../enricher/sources"} {
+	for _, dir := range []string{"../mocker", "../inserter", "../enricher", "../enricher/sources", "../detector"} {
 		files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
 		for _, f := range files {
 			raw, err := os.ReadFile(f)
@@ -734,7 +734,7 @@ func TestPipelineMetricsExist(t *testing.T) {
 		if strings.Contains(code, `"`+name+`"`) {
 			return true
 		}
-		for _, sub := range []string{"mocker", "inserter", "enricher"} {
+		for _, sub := range []string{"mocker", "inserter", "enricher", "detector"} {
 			if rest, ok := strings.CutPrefix(name, "flowpipeline_"+sub+"_"); ok && strings.Contains(code, `"`+sub+`"`) && strings.Contains(code, `Name: "`+rest+`"`) {
 				return true
 			}
@@ -756,7 +756,8 @@ func TestPipelineMetricsExist(t *testing.T) {
 	sort.Strings(names)
 	names = slices.Compact(names)
 	for _, want := range []string{"flowpipeline_enricher_flows_in_total", "flowpipeline_enricher_flows_out_total", "flowpipeline_enricher_records_invalid_total",
-		"flowpipeline_enricher_transactions_total", "flowpipeline_enricher_lag_records", "flowpipeline_enricher_lookups_total"} {
+		"flowpipeline_enricher_transactions_total", "flowpipeline_enricher_lag_records", "flowpipeline_enricher_lookups_total",
+		"flowpipeline_detector_flows_in_total", "flowpipeline_detector_active_attacks", "flowpipeline_detector_alerts_total"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("the Pipeline dashboard does not plot %s", want)
 		}
@@ -766,7 +767,7 @@ func TestPipelineMetricsExist(t *testing.T) {
 	}
 	for _, n := range names {
 		if !registered(n) {
-			t.Errorf("the Pipeline dashboard plots %s, which none of the mocker, the enricher and the inserter registers", n)
+			t.Errorf("the Pipeline dashboard plots %s, which none of the mocker, the enricher, the detector and the inserter registers", n)
 		}
 	}
 }
