@@ -98,6 +98,11 @@ func DefaultConfig() Config {
 	}
 }
 
+// alignBound is how far (event time) a partition may run ahead of the
+// slowest before its records wait and it is paused: half of MaxSkew, so a
+// partition read in chunks stays well within MaxSkew of the others.
+func (c Config) alignBound() time.Duration { return c.MaxSkew / 2 }
+
 // ErrInvalidConfig is what Validate's errors wrap.
 var ErrInvalidConfig = errors.New("invalid detector configuration")
 
