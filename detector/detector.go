@@ -7,14 +7,18 @@
 // alerts and the consumed offsets commit in one Kafka transaction, so a
 // read_committed reader sees each alert once.
 //
-// Event time: a step closes once a flow Config.Lateness newer than its
-// end has been read (the newest time_received over every partition is the
-// watermark): an idle partition never holds detection back, and a
-// partition more than Config.Lateness behind the others loses its late
-// flows (counted, reason late). When no flow arrives for Config.Idle, the
-// watermark advances with the wall clock, so attacks end when the traffic
-// stops. Nothing else depends on the wall clock: a replay gives the same
-// alerts, with the same ids.
+// Event time: a step closes once the watermark, the least of the
+// partitions' newest time_received (partitions idle for Config.Idle left
+// out, never more than Config.MaxSkew behind the newest flow), is
+// Config.Lateness past its end; flows of a closed step are dropped
+// (counted, reason late). A consumer catching up reads each partition a
+// fetch at a time, so the partitions would drift apart: watermark
+// alignment pauses a partition more than MaxSkew/2 ahead of the slowest
+// and holds its records already read until the others catch up (see
+// aligner). When no flow arrives for Config.Idle, the watermark advances
+// with the wall clock, so attacks end when the traffic stops. Nothing else
+// depends on the wall clock: a replay gives the same alerts, with the
+// same ids.
 //
 // One instance: the flows of a target are spread over every partition, so
 // one detector must read them all. Run one instance per consumer group.
@@ -136,9 +140,9 @@ func (d *Detector) Run(ctx context.Context) error {
 	// Alerts are keyed by target: Kafka's usual key hash picks the
 	// partition, so one target's alerts stay in order.
 	opts = append(opts, kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-		// Small fetches per partition: a consumer catching up then reads
-		// the partitions a few seconds of event time at a time, well
-		// within Config.MaxSkew of each other.
+		// Small fetches per partition: a consumer catching up reads each
+		// partition a few seconds of event time at a time, and holds
+		// (aligner) little of what runs ahead.
 		kgo.FetchMaxPartitionBytes(256<<10),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
 			d.assigned.Store(&assigned)
