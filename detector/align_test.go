@@ -261,3 +261,96 @@ func TestAlignerAbort(t *testing.T) {
 		t.Fatalf("after restore: fed %v, paused %v; want nothing fed (the engine is where it was), [0] paused", fed, paused)
 	}
 }
+
+// TestRunAlignsAcrossRebalance: partition 0 is produced whole, partition 1
+// only up to 20 s, so Run holds partition 0's records and pauses it (the
+// partitions never go idle: Config.Idle is a minute); then a second member
+// joins the group, takes a partition without reading it, and leaves, and
+// the rest of partition 1 comes. Every flow counts once, none late, and
+// the alerts are those of the flows in time order, once each: the held
+// records and the pause survive the revocation and reassignment.
+func TestRunAlignsAcrossRebalance(t *testing.T) {
+	brokers := testenv.FakeKafka(t, 2, "flows-enriched", "alerts")
+	fs := driftTraffic(20)
+	e := newTestEngine(t, testConfig(), DefaultThresholds())
+	e.Assign(0, wall)
+	e.Assign(1, wall)
+	want := feed(t, e, fs...)
+	e.Tick(wall.Add(time.Hour))
+	want = append(want, e.Alerts()...)
+
+	produce := func(keep func(flow) bool) {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		var rs []*kgo.Record
+		for _, f := range fs {
+			if keep(f) {
+				rs = append(rs, &kgo.Record{Topic: "flows-enriched", Partition: f.part, Value: record(t, f)})
+			}
+		}
+		if err := cl.ProduceSync(context.Background(), rs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	early := func(f flow) bool { return f.part == 0 || f.at < 20*time.Second }
+	produce(early)
+
+	cfg := DefaultConfig()
+	cfg.Brokers, cfg.TransactionalID, cfg.Group = brokers, "detector-align-rebalance", "detector-align-rebalance"
+	cfg.TransactionInterval, cfg.Idle = 200*time.Millisecond, time.Minute
+	d, _ := runDetector(t, cfg)
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not after 30 s", what)
+			}
+		}
+	}
+	waitFor("partition 0 paused", func() bool { return testutil.ToFloat64(d.m.paused) == 1 })
+
+	got := make(chan struct{}, 1)
+	other, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(cfg.Topic),
+		kgo.DisableAutoCommit(), kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, a map[string][]int32) {
+			if len(a[cfg.Topic]) > 0 {
+				select {
+				case got <- struct{}{}:
+				default:
+				}
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.PollFetches(canceled()) // joins the group
+	select {
+	case <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second member got no partition in 30 s")
+	}
+	other.Close() // leaves the group: the detector gets both partitions back
+	produce(func(f flow) bool { return !early(f) })
+
+	alerts, _ := readAlerts(t, brokers, "alerts", len(want))
+	sortAlerts(alerts)
+	sortAlerts(want)
+	if !slices.Equal(briefs(t, alerts), briefs(t, want)) {
+		t.Fatalf("alerts on the topic:\n%v\nwant\n%v", briefs(t, alerts), briefs(t, want))
+	}
+	waitFor("every flow counted", func() bool { return testutil.ToFloat64(d.m.flowsIn) >= float64(len(fs)) })
+	if in, late := testutil.ToFloat64(d.m.flowsIn), testutil.ToFloat64(d.m.dropped[dropLate]); in != float64(len(fs)) || late != 0 {
+		t.Errorf("flows_in_total %v, dropped late %v; want %d, 0", in, late, len(fs))
+	}
+	if p := testutil.ToFloat64(d.m.paused); p != 0 {
+		t.Errorf("partitions_paused %v at the end, want 0", p)
+	}
+}
+
+func canceled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
