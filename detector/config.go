@@ -39,7 +39,9 @@ type Config struct {
 	Lateness time.Duration
 	// MaxSkew is how far the partitions may be apart in event time: the
 	// watermark waits for the slowest partition up to this far behind the
-	// newest flow (a consumer catching up reads each partition in chunks).
+	// newest flow. A partition more than MaxSkew/2 ahead of the slowest
+	// is paused, its records already read held, until the others catch
+	// up (watermark alignment), so a replay stays within MaxSkew.
 	MaxSkew time.Duration
 	// Idle: a partition without a flow for this long (wall clock) stops
 	// holding the watermark back; with no flow at all, event time
@@ -97,6 +99,11 @@ func DefaultConfig() Config {
 		ShutdownTimeout:     10 * time.Second,
 	}
 }
+
+// alignBound is how far (event time) a partition may run ahead of the
+// slowest before its records wait and it is paused: half of MaxSkew, so a
+// partition read in chunks stays well within MaxSkew of the others.
+func (c Config) alignBound() time.Duration { return c.MaxSkew / 2 }
 
 // ErrInvalidConfig is what Validate's errors wrap.
 var ErrInvalidConfig = errors.New("invalid detector configuration")

@@ -7,14 +7,18 @@
 // alerts and the consumed offsets commit in one Kafka transaction, so a
 // read_committed reader sees each alert once.
 //
-// Event time: a step closes once a flow Config.Lateness newer than its
-// end has been read (the newest time_received over every partition is the
-// watermark): an idle partition never holds detection back, and a
-// partition more than Config.Lateness behind the others loses its late
-// flows (counted, reason late). When no flow arrives for Config.Idle, the
-// watermark advances with the wall clock, so attacks end when the traffic
-// stops. Nothing else depends on the wall clock: a replay gives the same
-// alerts, with the same ids.
+// Event time: a step closes once the watermark, the least of the
+// partitions' newest time_received (partitions idle for Config.Idle left
+// out, never more than Config.MaxSkew behind the newest flow), is
+// Config.Lateness past its end; flows of a closed step are dropped
+// (counted, reason late). A consumer catching up reads each partition a
+// fetch at a time, so the partitions would drift apart: watermark
+// alignment pauses a partition more than MaxSkew/2 ahead of the slowest
+// and holds its records already read until the others catch up (see
+// aligner). When no flow arrives for Config.Idle, the watermark advances
+// with the wall clock, so attacks end when the traffic stops. Nothing else
+// depends on the wall clock: a replay gives the same alerts, with the
+// same ids.
 //
 // One instance: the flows of a target are spread over every partition, so
 // one detector must read them all. Run one instance per consumer group.
@@ -136,9 +140,9 @@ func (d *Detector) Run(ctx context.Context) error {
 	// Alerts are keyed by target: Kafka's usual key hash picks the
 	// partition, so one target's alerts stay in order.
 	opts = append(opts, kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-		// Small fetches per partition: a consumer catching up then reads
-		// the partitions a few seconds of event time at a time, well
-		// within Config.MaxSkew of each other.
+		// Small fetches per partition: a consumer catching up reads each
+		// partition a few seconds of event time at a time, and holds
+		// (aligner) little of what runs ahead.
 		kgo.FetchMaxPartitionBytes(256<<10),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
 			d.assigned.Store(&assigned)
@@ -168,7 +172,38 @@ func (d *Detector) Run(ctx context.Context) error {
 	t := &dtxn{invalid: map[string]int{}}
 	prodCtx := context.WithoutCancel(ctx)
 	var msg pb.FlowMessage
-	var mg merger
+	al := newAligner(cfg.alignBound())
+	client := sess.Client()
+	pause := func(parts []int32) { client.PauseFetchPartitions(map[string][]int32{cfg.Topic: parts}) }
+	resume := func(parts []int32) { client.ResumeFetchPartitions(map[string][]int32{cfg.Topic: parts}) }
+	count := func(r *kgo.Record, now time.Time) {
+		t.records++
+		if err := pb.UnmarshalRecord(r.Value, &msg, func(m *pb.FlowMessage) error {
+			d.eng.Add(m, r.Partition, now)
+			return nil
+		}); err != nil {
+			reason := pb.FrameReason(err)
+			if reason == "" {
+				reason = pb.ReasonBadMessage
+			}
+			t.invalid[reason]++
+		}
+	}
+	produce := func() error {
+		for _, a := range d.eng.Alerts() {
+			t.alerts = append(t.alerts, a)
+			body, err := json.Marshal(a)
+			if err != nil {
+				return fmt.Errorf("encode an alert: %w", err)
+			}
+			sess.Produce(prodCtx, &kgo.Record{Topic: cfg.AlertsTopic, Key: []byte(a.Target), Value: body}, func(_ *kgo.Record, err error) {
+				if err != nil {
+					t.produceErr.CompareAndSwap(nil, &err)
+				}
+			})
+		}
+		return nil
+	}
 	for ctx.Err() == nil {
 		wait := cfg.TransactionInterval
 		if t.open {
@@ -200,51 +235,52 @@ func (d *Detector) Run(ctx context.Context) error {
 				}
 			}
 		}
-		mg.reset(fetches)
-		for r := mg.next(); r != nil; r = mg.next() {
+		// Records of a partition running ahead wait (and it is paused)
+		// until the others catch up: see aligner.
+		if fetches.NumRecords() > 0 {
 			begin()
-			t.records++
-			if err := pb.UnmarshalRecord(r.Value, &msg, func(m *pb.FlowMessage) error {
-				d.eng.Add(m, r.Partition, now)
-				return nil
-			}); err != nil {
-				reason := pb.FrameReason(err)
-				if reason == "" {
-					reason = pb.ReasonBadMessage
-				}
-				t.invalid[reason]++
-			}
 		}
+		al.add(fetches)
+		al.feed(d.eng, now, false, func(r *kgo.Record) { count(r, now) })
+		d.m.paused.Set(float64(al.reconcile(pause, resume)))
 		d.eng.Tick(now)
-		for _, a := range d.eng.Alerts() {
+		if len(d.eng.out) > 0 {
 			begin()
-			t.alerts = append(t.alerts, a)
-			body, err := json.Marshal(a)
-			if err != nil {
-				return fmt.Errorf("encode an alert: %w", err)
-			}
-			sess.Produce(prodCtx, &kgo.Record{Topic: cfg.AlertsTopic, Key: []byte(a.Target), Value: body}, func(_ *kgo.Record, err error) {
-				if err != nil {
-					t.produceErr.CompareAndSwap(nil, &err)
-				}
-			})
+		}
+		if err := produce(); err != nil {
+			return err
 		}
 		if berr != nil {
 			return fmt.Errorf("begin a Kafka transaction: %w", berr)
 		}
 		if t.open && (time.Since(t.start) >= cfg.TransactionInterval || t.records >= maxTxnRecords) {
 			ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.TransactionTimeout)
-			err := d.end(ectx, sess, t)
+			err := d.end(ectx, sess, t, al)
 			cancel()
 			if err != nil {
 				return err
 			}
 		}
 	}
+	if al.heldRecords() > 0 {
+		// The held records' offsets are committed: count them now, or a
+		// restart would never read them again.
+		if !t.open {
+			if err := sess.Begin(); err != nil {
+				return fmt.Errorf("begin the last Kafka transaction on shutdown: %w", err)
+			}
+			t.open, t.start = true, time.Now()
+		}
+		now := time.Now()
+		al.feed(d.eng, now, true, func(r *kgo.Record) { count(r, now) })
+		if err := produce(); err != nil {
+			return err
+		}
+	}
 	if t.open {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 		defer cancel()
-		if err := d.end(sctx, sess, t); err != nil {
+		if err := d.end(sctx, sess, t, al); err != nil {
 			return fmt.Errorf("commit the last transaction on shutdown: %w", err)
 		}
 	}
@@ -253,7 +289,7 @@ func (d *Detector) Run(ctx context.Context) error {
 
 // end commits the open transaction, or aborts it; on abort the engine goes
 // back to the state of the last commit (the records are read again).
-func (d *Detector) end(ctx context.Context, sess *kgo.GroupTransactSession, t *dtxn) error {
+func (d *Detector) end(ctx context.Context, sess *kgo.GroupTransactSession, t *dtxn, al *aligner) error {
 	commit := sess.Client().Flush(ctx) == nil && t.produceErr.Load() == nil
 	committed, err := sess.End(ctx, kgo.TransactionEndTry(commit))
 	counts := d.eng.Take()
@@ -275,11 +311,13 @@ func (d *Detector) end(ctx context.Context, sess *kgo.GroupTransactSession, t *d
 			}
 		}
 		d.eng.copyTo(d.snap)
+		al.save()
 		d.publish()
 	} else {
 		d.m.txns.WithLabelValues("aborted").Inc()
 		d.logger.Info("transaction aborted; its records are read again from the last committed state", "records", t.records, "alerts", len(t.alerts), "error", err)
 		d.snap.copyTo(d.eng)
+		al.restore()
 	}
 	t.open, t.records = false, 0
 	t.alerts = t.alerts[:0]

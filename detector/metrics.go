@@ -31,6 +31,7 @@ type metrics struct {
 	webhook       *prometheus.CounterVec
 	webhookErrors prometheus.Counter
 	eventTime     prometheus.Gauge
+	paused        prometheus.Gauge
 	ready         prometheus.Gauge
 }
 
@@ -66,6 +67,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Webhook POSTs that failed (each retry counts)."}),
 		eventTime: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "closed_step_timestamp_seconds",
 			Help: "Event time up to which steps are decided (Unix seconds)."}),
+		paused: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "partitions_paused",
+			Help: "Partitions not fetched because they ran ahead of the others in event time (watermark alignment); their records already read wait."}),
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "ready",
 			Help: "1 once the detector reached Kafka and consumes, 0 otherwise."}),
 	}
@@ -92,7 +95,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.flowsIn, dropped, m.invalid, m.zeroRate, m.evictions, m.targetsFull,
-			m.active, m.alerts, m.delay, m.txns, m.reloads, m.webhook, m.webhookErrors, m.eventTime, m.ready} {
+			m.active, m.alerts, m.delay, m.txns, m.reloads, m.webhook, m.webhookErrors, m.eventTime, m.paused, m.ready} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register the detector metrics: %w", err)
 			}

@@ -79,7 +79,7 @@ func newFlagSet(out io.Writer, cfg *detector.Config) (*flag.FlagSet, *flags) {
 	fs.DurationVar(&cfg.Step, "detect.step", cfg.Step, "event-time step: rates are measured per step")
 	fs.DurationVar(&cfg.Window, "detect.window", cfg.Window, "the span update alerts average their figures over (a multiple of -detect.step)")
 	fs.DurationVar(&cfg.Lateness, "detect.lateness", cfg.Lateness, "count flows up to this far behind the newest time_received; later ones are dropped (reason late)")
-	fs.DurationVar(&cfg.MaxSkew, "detect.max.skew", cfg.MaxSkew, "the watermark waits for a partition up to this far behind the newest flow; flows of a partition further behind may be late")
+	fs.DurationVar(&cfg.MaxSkew, "detect.max.skew", cfg.MaxSkew, "the watermark waits for a partition up to this far behind the newest flow; a partition half this far ahead of the slowest is paused until the others catch up (watermark alignment)")
 	fs.DurationVar(&cfg.Idle, "detect.idle", cfg.Idle, "a partition without a flow for this long stops holding the watermark back; with no flow at all, event time follows the wall clock so attacks end")
 	fs.IntVar(&cfg.StartSteps, "detect.start.steps", cfg.StartSteps, "an attack starts when a threshold holds for this many consecutive steps")
 	fs.DurationVar(&cfg.EndAfter, "detect.end.after", cfg.EndAfter, "an attack ends when every rate stays below its threshold times -detect.hysteresis for this long")
