@@ -121,23 +121,16 @@ func newFlagSet(stderr io.Writer, cfg *demo.Config) (*flag.FlagSet, *flags) {
 // run returns the exit code: 0 done (produced == stored), 1 failure,
 // 2 bad flags.
 func run(args []string, stdout, stderr io.Writer) int {
-	fail := func(code int, err error) int {
-		fmt.Fprintf(stderr, "demo: %v\n", cli.FlagNames(err, flagOf))
-		return code
-	}
+	cmd := cli.Command{Name: "demo", Fields: flagOf, EnvPrefix: envPrefix, Stderr: stderr}
+	fail := cmd.Fail
 	// Flags -> config.
 	cfg := demo.DefaultConfig()
 	fs, f := newFlagSet(stderr, &cfg)
-	if err := cli.ParsePrefixed(fs, args, envPrefix); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return fail(2, err)
+	logger, code, done := cmd.Start(fs, args, nil, &f.level, &f.format)
+	if done {
+		return code
 	}
-	logger, err := cli.NewLogger(stderr, f.level, f.format)
-	if err != nil {
-		return fail(2, err)
-	}
+	var err error
 	cfg.Brokers = cli.SplitList(f.brokers)
 	cfg.Live = isTerminal(stdout)
 	if cfg.Retention, err = inserter.ParseRetention(f.retention); err != nil {

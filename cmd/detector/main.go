@@ -4,15 +4,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -97,27 +94,13 @@ func newFlagSet(out io.Writer, cfg *detector.Config) (*flag.FlagSet, *flags) {
 
 // run returns the exit code: 0 stopped by a signal, 1 failure, 2 bad flags.
 func run(args []string, stderr io.Writer) int {
-	fail := func(code int, err error) int {
-		fmt.Fprintf(stderr, "detector: %v\n", cli.FlagNames(err, flagOf))
-		return code
-	}
+	cmd := cli.Command{Name: "detector", Fields: flagOf, Stderr: stderr}
+	fail := cmd.Fail
 	cfg := detector.DefaultConfig()
 	fs, f := newFlagSet(stderr, &cfg)
-	if err := cli.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return fail(2, err)
-	}
-	if f.probe != "" {
-		if err := cli.Probe(f.probe, 3*time.Second); err != nil {
-			return fail(1, err)
-		}
-		return 0
-	}
-	logger, err := cli.NewLogger(stderr, f.logLevel, f.logFormat)
-	if err != nil {
-		return fail(2, err)
+	logger, code, done := cmd.Start(fs, args, &f.probe, &f.logLevel, &f.logFormat)
+	if done {
+		return code
 	}
 	cfg.Brokers = cli.SplitList(f.brokers)
 	if err := cfg.Validate(); err != nil {

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -137,28 +136,15 @@ func newFlagSet(out io.Writer, cfg *enricher.Config, scfg *sources.Config) (*fla
 
 // run returns the exit code: 0 stopped by a signal, 1 failure, 2 bad flags.
 func run(args []string, stderr io.Writer) int {
-	fail := func(code int, err error) int {
-		fmt.Fprintf(stderr, "enricher: %v\n", cli.FlagNames(err, flagOf))
-		return code
-	}
+	cmd := cli.Command{Name: "enricher", Fields: flagOf, Stderr: stderr}
+	fail := cmd.Fail
 	cfg, scfg := enricher.DefaultConfig(), sources.DefaultConfig()
 	fs, f := newFlagSet(stderr, &cfg, &scfg)
-	if err := cli.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return fail(2, err)
+	logger, code, done := cmd.Start(fs, args, &f.probe, &f.logLevel, &f.logFormat)
+	if done {
+		return code
 	}
-	if f.probe != "" {
-		if err := cli.Probe(f.probe, 3*time.Second); err != nil {
-			return fail(1, err)
-		}
-		return 0
-	}
-	logger, err := cli.NewLogger(stderr, f.logLevel, f.logFormat)
-	if err != nil {
-		return fail(2, err)
-	}
+	var err error
 	cfg.Brokers = cli.SplitList(f.brokers)
 
 	reg := prometheus.NewRegistry()

@@ -147,29 +147,16 @@ func (f *flags) postgresDSN() (string, error) {
 
 // run returns the exit code: 0 stopped by a signal, 1 failure, 2 bad flags.
 func run(args []string, stderr io.Writer) int {
-	fail := func(code int, err error) int {
-		fmt.Fprintf(stderr, "inserter: %v\n", cli.FlagNames(err, flagOf))
-		return code
-	}
+	cmd := cli.Command{Name: "inserter", Fields: flagOf, Stderr: stderr}
+	fail := cmd.Fail
 	// Flags -> config.
 	cfg := inserter.DefaultConfig()
 	fs, f := newFlagSet(stderr, &cfg)
-	if err := cli.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return fail(2, err)
+	logger, code, done := cmd.Start(fs, args, &f.probe, &f.logLevel, &f.logFormat)
+	if done {
+		return code
 	}
-	if f.probe != "" {
-		if err := cli.Probe(f.probe, 3*time.Second); err != nil {
-			return fail(1, err)
-		}
-		return 0
-	}
-	logger, err := cli.NewLogger(stderr, f.logLevel, f.logFormat)
-	if err != nil {
-		return fail(2, err)
-	}
+	var err error
 	cfg.Brokers = cli.SplitList(f.brokers)
 	if cfg.PostgresDSN, err = f.postgresDSN(); err != nil {
 		return fail(2, err)

@@ -93,28 +93,14 @@ func newFlagSet(stderr io.Writer, cfg *mocker.Config) (*flag.FlagSet, *flags) {
 // run returns the exit code: 0 done or stopped by a signal, 1 failure,
 // 2 bad flags.
 func run(args []string, stderr io.Writer) int {
-	fail := func(code int, err error) int {
-		fmt.Fprintf(stderr, "mocker: %v\n", cli.FlagNames(err, flagOf))
-		return code
-	}
+	cmd := cli.Command{Name: "mocker", Fields: flagOf, Stderr: stderr}
+	fail := cmd.Fail
 	// Flags -> config.
 	cfg := mocker.DefaultConfig()
 	fs, f := newFlagSet(stderr, &cfg)
-	if err := cli.Parse(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return fail(2, err)
-	}
-	if f.probe != "" {
-		if err := cli.Probe(f.probe, 3*time.Second); err != nil {
-			return fail(1, err)
-		}
-		return 0
-	}
-	logger, err := cli.NewLogger(stderr, f.level, f.format)
-	if err != nil {
-		return fail(2, err)
+	logger, code, done := cmd.Start(fs, args, &f.probe, &f.level, &f.format)
+	if done {
+		return code
 	}
 	cfg.Brokers = cli.SplitList(f.brokers)
 	if f.simulateStart != "" {
