@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -58,28 +57,10 @@ func TestBadFlags(t *testing.T) {
 	}
 }
 
-var build struct {
-	once sync.Once
-	path string
-	err  error
-	out  []byte
-}
-
+// binary builds cmd/detector once per test binary.
 func binary(t *testing.T) string {
 	t.Helper()
-	build.once.Do(func() {
-		dir, err := os.MkdirTemp("", "detector-bin")
-		if err != nil {
-			build.err = err
-			return
-		}
-		build.path = filepath.Join(dir, "detector")
-		build.out, build.err = exec.Command("go", "build", "-o", build.path, ".").CombinedOutput()
-	})
-	if build.err != nil {
-		t.Fatalf("go build ./cmd/detector: %v\n%s", build.err, build.out)
-	}
-	return build.path
+	return testenv.BuildCommand(t, ".", "detector")
 }
 
 // TestBinary, on the real broker: the binary gets ready, finds a DNS

@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -21,30 +20,10 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-var build struct {
-	once sync.Once
-	path string
-	err  error
-	out  []byte
-}
-
 // binary builds cmd/enricher once per test binary.
 func binary(t *testing.T) string {
 	t.Helper()
-	build.once.Do(func() {
-		dir, err := os.MkdirTemp("", "enricher-bin")
-		if err != nil {
-			build.err = err
-			return
-		}
-		build.path = filepath.Join(dir, "enricher")
-		cmd := exec.Command("go", "build", "-o", build.path, ".")
-		build.out, build.err = cmd.CombinedOutput()
-	})
-	if build.err != nil {
-		t.Fatalf("go build ./cmd/enricher: %v\n%s", build.err, build.out)
-	}
-	return build.path
+	return testenv.BuildCommand(t, ".", "enricher")
 }
 
 type proc struct {

@@ -20,30 +20,10 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-var build struct {
-	once sync.Once
-	path string
-	err  error
-	out  []byte
-}
-
 // binary builds cmd/inserter once per test binary.
 func binary(t *testing.T) string {
 	t.Helper()
-	build.once.Do(func() {
-		dir, err := os.MkdirTemp("", "inserter-bin")
-		if err != nil {
-			build.err = err
-			return
-		}
-		build.path = filepath.Join(dir, "inserter")
-		cmd := exec.Command("go", "build", "-o", build.path, ".")
-		build.out, build.err = cmd.CombinedOutput()
-	})
-	if build.err != nil {
-		t.Fatalf("go build ./cmd/inserter: %v\n%s", build.err, build.out)
-	}
-	return build.path
+	return testenv.BuildCommand(t, ".", "inserter")
 }
 
 type proc struct {
