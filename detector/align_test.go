@@ -199,7 +199,7 @@ func TestRunAlignsPartitions(t *testing.T) {
 		t.Errorf("flows_in_total %v, dropped late %v; want %d, 0", in, late, len(fs))
 	}
 	if p := testutil.ToFloat64(d.m.paused); p != 0 {
-		t.Errorf("partitions_paused %v after the backlog, want 0", p)
+		t.Errorf("paused_partitions %v after the backlog, want 0", p)
 	}
 }
 
@@ -345,7 +345,7 @@ func TestRunAlignsAcrossRebalance(t *testing.T) {
 		t.Errorf("flows_in_total %v, dropped late %v; want %d, 0", in, late, len(fs))
 	}
 	if p := testutil.ToFloat64(d.m.paused); p != 0 {
-		t.Errorf("partitions_paused %v at the end, want 0", p)
+		t.Errorf("paused_partitions %v at the end, want 0", p)
 	}
 }
 

@@ -67,7 +67,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Webhook POSTs that failed (each retry counts)."}),
 		eventTime: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "closed_step_timestamp_seconds",
 			Help: "Event time up to which steps are decided (Unix seconds)."}),
-		paused: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "partitions_paused",
+		paused: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "paused_partitions",
 			Help: "Partitions not fetched because they ran ahead of the others in event time (watermark alignment); their records already read wait."}),
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "ready",
 			Help: "1 once the detector reached Kafka and consumes, 0 otherwise."}),

@@ -38,7 +38,7 @@ func (r *recorder) Register(c prometheus.Collector) error {
 // metricName is docs/conventions.md's rule:
 // flowpipeline_<component>_<what>_<unit|total>, where the unit is a base
 // unit or the thing counted, and a 0/1 state gauge is named for the state.
-var metricName = regexp.MustCompile(`^flowpipeline_(mocker|inserter|enricher|detector)_[a-z0-9_]+_(total|seconds|bytes|flows|records|attacks)$|^flowpipeline_(mocker|inserter|enricher|detector)_ready$`)
+var metricName = regexp.MustCompile(`^flowpipeline_(mocker|inserter|enricher|detector)_[a-z0-9_]+_(total|seconds|bytes|flows|records|attacks|partitions)$|^flowpipeline_(mocker|inserter|enricher|detector)_ready$`)
 
 func TestMetricNames(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
