@@ -81,20 +81,21 @@ type Job struct {
 }
 
 // allSkipped says whether every target's service is in skip, with the
-// reason given for the first.
-func allSkipped(targets []string, skip map[string]string) (string, bool) {
-	reason := ""
+// services (comma-separated) and the reason given for the first.
+func allSkipped(targets []string, skip map[string]string) (services, reason string, ok bool) {
+	var hosts []string
 	for _, t := range targets {
 		host, _, err := net.SplitHostPort(t)
-		r, ok := skip[host]
-		if err != nil || !ok {
-			return "", false
+		r, skipped := skip[host]
+		if err != nil || !skipped {
+			return "", "", false
 		}
 		if reason == "" {
 			reason = r
 		}
+		hosts = append(hosts, host)
 	}
-	return reason, len(targets) > 0
+	return strings.Join(hosts, ","), reason, len(targets) > 0
 }
 
 // MergeScrapeConfigs reads the compose stacks' Prometheus files, merges
@@ -140,11 +141,11 @@ func MergeScrapeConfigs(files []string, addrs map[string]string, skip map[string
 			for _, st := range s.StaticConfigs {
 				targets = append(targets, st.Targets...)
 			}
-			if reason, ok := allSkipped(targets, skip); ok {
+			if services, reason, ok := allSkipped(targets, skip); ok {
 				// A service the test does not run may be scraped differently
 				// per stack (one ClickHouse server, or the cluster's nodes).
 				if !slices.ContainsFunc(skipped, func(j Job) bool { return j.Name == s.JobName }) {
-					skipped = append(skipped, Job{Name: s.JobName, Service: strings.Join(targets, ","), Addr: reason})
+					skipped = append(skipped, Job{Name: s.JobName, Service: services, Addr: reason})
 				}
 				continue
 			}

@@ -39,6 +39,17 @@ func TestMergeScrapeConfigs(t *testing.T) {
 		t.Errorf("skipped %+v", skipped)
 	}
 
+	// A skipped service may be scraped differently per stack (the cluster's
+	// ClickHouse nodes): listed once, under the first file's targets.
+	cluster := write("e.yml", "scrape_configs:\n  - job_name: clickhouse\n    static_configs:\n      - targets: [\"ch-1:9363\", \"ch-2:9363\"]\n")
+	_, _, skipped, err = MergeScrapeConfigs([]string{cluster, a}, addrs, map[string]string{"clickhouse": "not run", "ch-1": "not run", "ch-2": "not run"}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(skipped) != 1 || skipped[0] != (Job{"clickhouse", "ch-1,ch-2", "not run"}) {
+		t.Errorf("cluster: skipped %+v", skipped)
+	}
+
 	for _, c := range []struct {
 		name  string
 		files []string
