@@ -63,6 +63,8 @@ func TestAttackConfigValidate(t *testing.T) {
 		{Config{Brokers: []string{"x:1"}, Attacks: []Attack{a}, Addresses: AddressesDocumentation}, "Config.Attacks need the realistic address plan"},
 		{Config{Brokers: []string{"x:1"}, SimulateStart: time.Unix(0, 0)}, "Config.SimulateStart needs Config.Rate > 0"},
 		{Config{Brokers: []string{"x:1"}, Rate: 1, Attacks: []Attack{{Vector: "x"}}}, "Config.Attacks[0]"},
+		{Config{Rate: 1, Output: OutputIPFIX, Attacks: []Attack{a}}, "work with Output kafka only, not ipfix"},
+		{Config{Rate: 1, Output: OutputSFlow, SimulateStart: time.Unix(0, 0)}, "work with Output kafka only, not sflow"},
 	} {
 		err := c.cfg.Validate()
 		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), c.want) {
@@ -229,13 +231,14 @@ func TestSimulateKafka(t *testing.T) {
 		t.Fatalf("summary %+v, want 50 flows from 22:30:05 to 22:30:09.9", sum)
 	}
 	var times []uint64
-	var attackFlows uint64
+	var attackFlows, topicBytes uint64
 	for _, r := range goflow2test.ReadTopic(t, brokers, "flows", time.Minute) {
 		flows, err := goflow2test.Decode(r.Value)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, f := range flows {
+			topicBytes += f.Bytes
 			if f.Proto == protoUDP && f.SrcPort == 123 && string(f.DstAddr) == string(a.Target.AsSlice()) && f.Bytes/f.Packets >= 468 {
 				attackFlows++
 				continue
@@ -251,5 +254,20 @@ func TestSimulateKafka(t *testing.T) {
 		if want := uint64(t0.Add(time.Duration(i) * time.Millisecond).UnixNano()); ts != want {
 			t.Fatalf("normal flow %d received at %d, want %d (1 ms apart from -simulate.start)", i, ts, want)
 		}
+	}
+	// The summary's truth counts the attack's flows with the rest, under
+	// the exporters that sent them, and reports the attack.
+	s := m.Summary()
+	var exporterFlows, exporterBytes uint64
+	for _, e := range s.Exporters {
+		exporterFlows += e.Flows
+		exporterBytes += e.Bytes
+	}
+	if s.Totals.Flows != n || exporterFlows != n || s.Totals.Bytes != topicBytes || exporterBytes != topicBytes {
+		t.Errorf("summary: %d flows (%d by exporter), %d bytes (%d by exporter); the topic holds %d flows, %d bytes",
+			s.Totals.Flows, exporterFlows, s.Totals.Bytes, exporterBytes, n, topicBytes)
+	}
+	if len(s.Attacks) != 1 || s.Attacks[0] != sum {
+		t.Errorf("summary attacks %+v, want [%+v]", s.Attacks, sum)
 	}
 }
