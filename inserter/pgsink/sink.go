@@ -382,23 +382,7 @@ func numericText(s [2]uint64) string {
 // rows in the same order and cannot deadlock. Sums go as numeric text: the
 // columns are numeric so that no slot can overflow.
 func upsertRollup(ctx context.Context, tx pgx.Tx, rows []rollup, dims []enrichedDims) error {
-	agg := make(map[rollupKey]*rollupSum, 256)
-	for i := range rows {
-		r := &rows[i]
-		k := rollupKey{r.slot, r.srcAS, r.dstAS, r.etype}
-		s := agg[k]
-		if s == nil {
-			s = &rollupSum{}
-			agg[k] = s
-		}
-		add128(&s.bytes, r.bytes)
-		add128(&s.packets, r.packets)
-		s.flows++
-	}
-	keys := make([]rollupKey, 0, len(agg))
-	for k := range agg {
-		keys = append(keys, k)
-	}
+	agg, keys := sumBy(rows, func(r *rollup) rollupKey { return rollupKey{r.slot, r.srcAS, r.dstAS, r.etype} })
 	slices.SortFunc(keys, func(a, b rollupKey) int {
 		return cmp.Or(cmp.Compare(a.slot, b.slot), cmp.Compare(a.srcAS, b.srcAS), cmp.Compare(a.dstAS, b.dstAS), cmp.Compare(a.etype, b.etype))
 	})
@@ -443,28 +427,32 @@ func compareEnrichedKeys(a, b enrichedKey, dims []enrichedDims) int {
 		cmp.Compare(x.inIfBoundary, y.inIfBoundary), cmp.Compare(x.outIfBoundary, y.outIfBoundary))
 }
 
-// upsertEnrichedRollup adds the batch's flows to flows_5m_enriched, as
-// upsertRollup does for flows_5m, in the same transaction. Keys are sorted
-// the same way in every writer (byte order; PostgreSQL's collation may
-// differ, but only a consistent order matters to avoid deadlocks).
-func upsertEnrichedRollup(ctx context.Context, tx pgx.Tx, rows []rollup, dims []enrichedDims) error {
-	agg := make(map[enrichedKey]*rollupSum, 256)
+// sumBy adds the rows' scaled bytes and packets, and counts their flows,
+// per key; keys lists each key once, unsorted.
+func sumBy[K comparable](rows []rollup, key func(*rollup) K) (agg map[K]*rollupSum, keys []K) {
+	agg = make(map[K]*rollupSum, 256)
 	for i := range rows {
 		r := &rows[i]
-		k := enrichedKey{r.slot, r.srcAS, r.dstAS, r.dims}
+		k := key(r)
 		s := agg[k]
 		if s == nil {
 			s = &rollupSum{}
 			agg[k] = s
+			keys = append(keys, k)
 		}
 		add128(&s.bytes, r.bytes)
 		add128(&s.packets, r.packets)
 		s.flows++
 	}
-	keys := make([]enrichedKey, 0, len(agg))
-	for k := range agg {
-		keys = append(keys, k)
-	}
+	return agg, keys
+}
+
+// upsertEnrichedRollup adds the batch's flows to flows_5m_enriched, as
+// upsertRollup does for flows_5m, in the same transaction. Keys are sorted
+// the same way in every writer (byte order; PostgreSQL's collation may
+// differ, but only a consistent order matters to avoid deadlocks).
+func upsertEnrichedRollup(ctx context.Context, tx pgx.Tx, rows []rollup, dims []enrichedDims) error {
+	agg, keys := sumBy(rows, func(r *rollup) enrichedKey { return enrichedKey{r.slot, r.srcAS, r.dstAS, r.dims} })
 	slices.SortFunc(keys, func(a, b enrichedKey) int { return compareEnrichedKeys(a, b, dims) })
 	n := len(keys)
 	slots, src, dst, flows := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
